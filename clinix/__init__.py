@@ -1,0 +1,3 @@
+"""clinix: 3D medical image segmentation with a self-configuring HGCN + Mamba U-Net."""
+
+__version__ = "0.1.0"
