@@ -1,0 +1,5 @@
+"""``python -m clinix`` runs the CLI."""
+
+from clinix.cli import main
+
+main()

@@ -1,0 +1,229 @@
+"""The dataset fingerprint (SPEC §3, nnU-Net reference §2).
+
+Per case: shape, spacing, the crop-to-nonzero box and the size after cropping, per-label voxel counts and
+the fraction of the image each label covers (the paper's "T/W", Table 5). Per channel: foreground
+intensity statistics from voxels sampled under the label map. Validation runs on the same read of each
+case, so a broken dataset is reported in full before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from clinix.errors import ClinixError, DatasetError
+from clinix.io.atomic import write_json
+from clinix.io.dataset import Case, Dataset, Problem, open_dataset
+from clinix.io.validate import check_case
+from clinix.parallel import default_workers, map_cases
+
+FINGERPRINT_FILE = "fingerprint.json"
+SAMPLED_VOXELS_TOTAL = 10_000_000  # foreground intensities kept over the whole dataset, split across cases
+SAMPLING_SEED = 1234
+
+
+@dataclass
+class CaseFingerprint:
+    """What the planner needs of one case. Shapes and spacings in array order ``(z, y, x)``.
+
+    ``crop_box`` is half-open ``[[z0, z1], [y0, y1], [x0, x1]]``.
+    """
+
+    case_id: str
+    shape: list[int]
+    spacing: list[float]
+    origin: list[float]
+    direction: list[float]
+    crop_box: list[list[int]]
+    shape_after_crop: list[int]
+    relative_size_after_crop: float
+    label_voxels: dict[str, int]
+    label_fraction: dict[str, float]
+
+
+@dataclass
+class Fingerprint:
+    """The dataset fingerprint written to ``WORK/fingerprint.json``."""
+
+    dataset: dict[str, Any]
+    cases: list[CaseFingerprint]
+    intensity: dict[str, dict[str, float]]
+    labels: dict[str, dict[str, float]]
+    median_relative_size_after_crop: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacings(self) -> np.ndarray:
+        """``(n_cases, 3)`` spacings in mm, ``(z, y, x)``."""
+        return np.array([c.spacing for c in self.cases], dtype=float)
+
+    @property
+    def shapes_after_crop(self) -> np.ndarray:
+        """``(n_cases, 3)`` voxel counts after crop-to-nonzero."""
+        return np.array([c.shape_after_crop for c in self.cases], dtype=float)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "median_relative_size_after_crop": self.median_relative_size_after_crop,
+            "intensity": self.intensity,
+            "labels": self.labels,
+            "cases": [asdict(c) for c in self.cases],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fingerprint:
+        return cls(
+            dataset=data["dataset"],
+            cases=[CaseFingerprint(**c) for c in data["cases"]],
+            intensity=data["intensity"],
+            labels=data["labels"],
+            median_relative_size_after_crop=float(data["median_relative_size_after_crop"]),
+        )
+
+
+def load_fingerprint(workdir: Path) -> Fingerprint:
+    path = workdir / FINGERPRINT_FILE
+    if not path.is_file():
+        raise ClinixError(f"{path}: no fingerprint yet; run 'clinix fingerprint DATASET' or 'clinix plan DATASET'")
+    return Fingerprint.from_json(json.loads(path.read_text()))
+
+
+def nonzero_crop_box(image: np.ndarray) -> list[list[int]]:
+    """Half-open box of the voxels nonzero in any channel, holes filled; the whole image if none.
+
+    Args:
+        image: ``(C, Z, Y, X)``.
+    """
+    mask = ndimage.binary_fill_holes(np.any(image != 0, axis=0))
+    if not mask.any():
+        return [[0, s] for s in image.shape[1:]]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        box.append([int(present[0]), int(present[-1]) + 1])
+    return box
+
+
+def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tuple[list[Problem], Any]:
+    """Validate and measure one case. Returns ``(problems, (CaseFingerprint, samples per channel) | None)``."""
+    check = check_case(dataset, case, keep_arrays=True)
+    if not check.ok:
+        return check.problems, None
+    image, label, geometry = check.image, check.label, check.geometry
+    assert image is not None and label is not None and geometry is not None
+    box = nonzero_crop_box(image)
+    crop = tuple(slice(lo, hi) for lo, hi in box)
+    cropped_image, cropped_label = image[(slice(None), *crop)], label[crop]
+    foreground = cropped_label > 0
+    if dataset.ignore_label is not None:
+        foreground &= cropped_label != dataset.ignore_label
+    rng = np.random.default_rng(SAMPLING_SEED)
+    samples = []
+    for channel in cropped_image:
+        values = channel[foreground]
+        samples.append(rng.choice(values, samples_per_case, replace=True) if values.size else values)
+    counts = np.bincount(label[label >= 0].ravel().astype(np.int64), minlength=max(dataset.label_values) + 1)
+    names = {v: n for n, v in dataset.labels.items() if isinstance(v, int)}
+    total = int(label.size)
+    shape_after_crop = [hi - lo for lo, hi in box]
+    result = CaseFingerprint(
+        case_id=case.case_id,
+        shape=list(label.shape),
+        spacing=list(geometry.spacing),
+        origin=list(geometry.origin),
+        direction=list(geometry.direction),
+        crop_box=box,
+        shape_after_crop=shape_after_crop,
+        relative_size_after_crop=float(np.prod(shape_after_crop) / total),
+        label_voxels={names[v]: int(counts[v]) for v in sorted(names)},
+        label_fraction={names[v]: float(counts[v] / total) for v in sorted(names)},
+    )
+    return check.problems, (result, samples)
+
+
+def _fingerprint_item(args: tuple[Dataset, Case, int]) -> tuple[list[Problem], Any]:
+    return fingerprint_case(*args)
+
+
+def intensity_statistics(values: np.ndarray) -> dict[str, float]:
+    """Foreground intensity statistics of one channel (population std, linear percentiles)."""
+    if values.size == 0:
+        return {k: float("nan") for k in ("mean", "std", "median", "percentile_00_5", "percentile_99_5", "min", "max")}
+    p005, median, p995 = np.percentile(values, (0.5, 50.0, 99.5))
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "median": float(median),
+        "percentile_00_5": float(p005),
+        "percentile_99_5": float(p995),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "n_samples": int(values.size),
+    }
+
+
+def extract_fingerprint(
+    dataset_root: str | Path, workdir: Path, workers: int | None = None, overwrite: bool = False
+) -> tuple[Fingerprint, Path]:
+    """Validate and fingerprint every case; write ``workdir/fingerprint.json``.
+
+    Raises ``DatasetError`` naming the first problem (and counting the others) if the dataset is broken.
+    Reuses an existing fingerprint of the same dataset unless ``overwrite``.
+    """
+    dataset = open_dataset(dataset_root)
+    out = workdir / FINGERPRINT_FILE
+    if out.is_file() and not overwrite:
+        existing = load_fingerprint(workdir)
+        if existing.dataset.get("root") == str(dataset.root) and len(existing.cases) == len(dataset.cases):
+            return existing, out
+    if not dataset.cases:
+        raise DatasetError(dataset.root, "no training cases found")
+    samples_per_case = max(1, SAMPLED_VOXELS_TOTAL // len(dataset.cases))
+    results = map_cases(
+        _fingerprint_item,
+        [(dataset, case, samples_per_case) for case in dataset.cases],
+        workers if workers is not None else default_workers(),
+        "fingerprint",
+        name_of=lambda item: item[1].case_id,
+    )
+    errors = [p for problems, _ in results for p in problems if p.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more problems; run 'clinix validate')" if len(errors) > 1 else ""
+        raise DatasetError(errors[0].path, errors[0].message + more)
+    fingerprint = _aggregate(dataset, [r for _, r in results])
+    write_json(out, fingerprint.to_json())
+    return fingerprint, out
+
+
+def _aggregate(dataset: Dataset, results: list[tuple[CaseFingerprint, list[np.ndarray]]]) -> Fingerprint:
+    cases = [case for case, _ in results]
+    intensity = {}
+    for channel, name in enumerate(dataset.channel_names):
+        values = np.concatenate([samples[channel] for _, samples in results])
+        intensity[str(channel)] = {"name": name, **intensity_statistics(values)}
+    labels = {}
+    for name, value in dataset.labels.items():
+        if not isinstance(value, int):
+            continue
+        fractions = np.array([c.label_fraction[name] for c in cases])
+        labels[name] = {
+            "value": value,
+            "voxels": int(sum(c.label_voxels[name] for c in cases)),
+            "cases_present": int(np.count_nonzero(fractions > 0)),
+            "fraction_mean": float(fractions.mean()),
+            "fraction_median": float(np.median(fractions)),
+        }
+    return Fingerprint(
+        dataset=dataset.to_json(),
+        cases=cases,
+        intensity=intensity,
+        labels=labels,
+        median_relative_size_after_crop=float(np.median([c.relative_size_after_crop for c in cases])),
+    )

@@ -1,0 +1,312 @@
+"""Dataset layouts read directly: nnU-Net v2 raw and the Medical Segmentation Decathlon (SPEC §2).
+
+``parse_dataset`` reads ``dataset.json`` and lists the cases, collecting every problem it finds instead of
+stopping at the first; ``open_dataset`` is the strict form the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from clinix.errors import DatasetError
+from clinix.io.image import Geometry, has_image_ending, read_image, read_label, strip_ending
+
+Severity = Literal["error", "warning"]
+NNUNET_REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
+MSD_REQUIRED_KEYS = ("modality", "labels", "numTraining", "training")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of validation: a file and what is wrong with it."""
+
+    severity: Severity
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case: its channel files (one per channel, or one 4D file) and its label file."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None
+
+
+@dataclass
+class Dataset:
+    """A dataset folder, whatever its layout.
+
+    Attributes:
+        labels: name -> value; a value is an int, or a list of ints for a region (BraTS style).
+        ignore_label: the value of the ``"ignore"`` label, if declared (excluded from ``labels``).
+    """
+
+    root: Path
+    layout: Literal["nnunet", "msd"]
+    name: str
+    channel_names: list[str]
+    labels: dict[str, int | list[int]]
+    ignore_label: int | None
+    regions_class_order: list[int] | None
+    file_ending: str
+    num_training: int
+    cases: list[Case] = field(default_factory=list)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> list[int]:
+        """Integer label values in increasing order, background included, ignore excluded."""
+        return sorted({v for v in self.labels.values() if isinstance(v, int)})
+
+    @property
+    def has_regions(self) -> bool:
+        return any(isinstance(v, list) for v in self.labels.values())
+
+    def case(self, case_id: str) -> Case:
+        for case in self.cases:
+            if case.case_id == case_id:
+                return case
+        raise DatasetError(self.root, f"no case named {case_id!r}")
+
+    def read_case(self, case: Case) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+        """Read a case: image ``(C, Z, Y, X)`` float32, label ``(Z, Y, X)`` int or None, geometry of channel 0."""
+        arrays = [read_image(path) for path in case.images]
+        geometry = arrays[0][1]
+        image = np.concatenate([a for a, _ in arrays], axis=0)
+        label = read_label(case.label)[0] if case.label is not None else None
+        return image, label, geometry
+
+    def to_json(self) -> dict[str, Any]:
+        """What later stages need to know of the dataset (cases are re-listed from the folder)."""
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "name": self.name,
+            "channel_names": self.channel_names,
+            "labels": self.labels,
+            "ignore_label": self.ignore_label,
+            "regions_class_order": self.regions_class_order,
+            "file_ending": self.file_ending,
+            "num_training": self.num_training,
+        }
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Parse a dataset folder; raise ``DatasetError`` on the first error-level problem."""
+    dataset, problems = parse_dataset(root)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or dataset is None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problems; run 'clinix validate')" if len(errors) > 1 else ""
+        raise DatasetError(first.path, first.message + more)
+    return dataset
+
+
+def parse_dataset(root: str | Path) -> tuple[Dataset | None, list[Problem]]:
+    """Read ``root/dataset.json`` and list cases. Returns the dataset (None if unusable) and all problems."""
+    root = Path(root).expanduser().resolve()
+    problems: list[Problem] = []
+    meta_path = root / "dataset.json"
+    if not root.is_dir():
+        return None, [Problem("error", root, "dataset folder not found")]
+    if not meta_path.is_file():
+        return None, [Problem("error", meta_path, "missing dataset.json")]
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, [Problem("error", meta_path, f"is not valid JSON ({error})")]
+    if not isinstance(meta, dict):
+        return None, [Problem("error", meta_path, "must hold a JSON object")]
+
+    layout: Literal["nnunet", "msd"] = "msd" if "training" in meta and "channel_names" not in meta else "nnunet"
+    required = MSD_REQUIRED_KEYS if layout == "msd" else NNUNET_REQUIRED_KEYS
+    missing = [k for k in required if k not in meta and not (k == "channel_names" and "modality" in meta)]
+    problems += [Problem("error", meta_path, f"missing key '{k}'") for k in missing]
+    if missing:
+        return None, problems
+
+    channel_names = _channel_names(meta.get("channel_names", meta.get("modality")), meta_path, problems)
+    labels, ignore = _labels(meta["labels"], layout, meta_path, problems)
+    file_ending = str(meta.get("file_ending", ".nii.gz"))
+    if layout == "msd":
+        cases = _msd_cases(root, meta["training"], meta_path, problems)
+    elif "dataset" in meta:
+        cases = _listed_cases(root, meta["dataset"], meta_path, problems)
+    else:
+        cases = _nnunet_cases(root, file_ending, problems)
+
+    num_training = meta["numTraining"]
+    if not isinstance(num_training, int) or num_training != len(cases):
+        problems.append(
+            Problem("error", meta_path, f"numTraining is {num_training!r} but {len(cases)} cases were found")
+        )
+    regions_order = meta.get("regions_class_order")
+    if any(isinstance(v, list) for v in labels.values()) and not regions_order:
+        problems.append(Problem("error", meta_path, "labels define regions but 'regions_class_order' is missing"))
+    dataset = Dataset(
+        root=root,
+        layout=layout,
+        name=str(meta.get("name", root.name)),
+        channel_names=channel_names,
+        labels=labels,
+        ignore_label=ignore,
+        regions_class_order=list(regions_order) if regions_order else None,
+        file_ending=file_ending,
+        num_training=num_training if isinstance(num_training, int) else len(cases),
+        cases=cases,
+    )
+    return dataset, problems
+
+
+def _channel_names(raw: Any, meta_path: Path, problems: list[Problem]) -> list[str]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(Problem("error", meta_path, "'channel_names' must map '0', '1', ... to channel names"))
+        return []
+    try:
+        indices = sorted(int(k) for k in raw)
+    except ValueError:
+        problems.append(Problem("error", meta_path, "'channel_names' keys must be channel indices '0', '1', ..."))
+        return []
+    if indices != list(range(len(indices))):
+        problems.append(Problem("error", meta_path, f"'channel_names' indices must be 0..{len(indices) - 1}"))
+    return [str(raw[str(i)]) if str(i) in raw else "" for i in range(len(indices))]
+
+
+def _labels(
+    raw: Any, layout: str, meta_path: Path, problems: list[Problem]
+) -> tuple[dict[str, int | list[int]], int | None]:
+    """Labels as name -> value. MSD (and nnU-Net v1) write value -> name; that is inverted for MSD only."""
+    if not isinstance(raw, dict) or not raw:
+        problems.append(Problem("error", meta_path, "'labels' must be a non-empty object"))
+        return {}, None
+    if layout == "msd":
+        try:
+            raw = {str(name): int(value) for value, name in raw.items()}
+        except ValueError:
+            problems.append(Problem("error", meta_path, "MSD 'labels' must map integer values to names"))
+            return {}, None
+    elif all(_is_int_text(k) for k in raw) and all(isinstance(v, str) for v in raw.values()):
+        problems.append(
+            Problem("error", meta_path, "'labels' maps values to names (v1 style); write {name: value} instead")
+        )
+        return {}, None
+    labels: dict[str, int | list[int]] = {}
+    ignore: int | None = None
+    for name, value in raw.items():
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, list) and all(isinstance(v, int) for v in value):
+            labels[name] = [int(v) for v in value]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if name == "ignore":
+                ignore = value
+            else:
+                labels[name] = value
+        else:
+            problems.append(Problem("error", meta_path, f"label {name!r} has value {value!r}, expected an integer"))
+    _check_label_values(labels, ignore, meta_path, problems)
+    return labels, ignore
+
+
+def _check_label_values(
+    labels: dict[str, int | list[int]], ignore: int | None, meta_path: Path, problems: list[Problem]
+) -> None:
+    values = sorted(v for v in labels.values() if isinstance(v, int))
+    if labels.get("background", 0) != 0 or 0 not in values:
+        problems.append(Problem("error", meta_path, "label 'background' must exist and be 0"))
+    if values and values != list(range(len(values))):
+        problems.append(Problem("error", meta_path, f"label values must be consecutive from 0, found {values}"))
+    if ignore is not None and values and ignore != max(values) + 1:
+        problems.append(
+            Problem("error", meta_path, f"the 'ignore' label must be {max(values) + 1} (max label + 1), not {ignore}")
+        )
+
+
+def _is_int_text(text: str) -> bool:
+    return bool(re.fullmatch(r"-?\d+", text))
+
+
+def _inside(root: Path, relative: Any, meta_path: Path, problems: list[Problem]) -> Path | None:
+    """Resolve a path from dataset.json; refuse one that leaves the dataset folder."""
+    if not isinstance(relative, str) or not relative:
+        problems.append(Problem("error", meta_path, f"expected a file path, found {relative!r}"))
+        return None
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        problems.append(Problem("error", meta_path, f"path '{relative}' points outside the dataset folder (refused)"))
+        return None
+    return path
+
+
+def _nnunet_cases(root: Path, file_ending: str, problems: list[Problem]) -> list[Case]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        problems.append(Problem("error", images_dir, "missing folder imagesTr"))
+        return []
+    pattern = re.compile(r"(.+)_(\d{4})" + re.escape(file_ending))
+    channels: dict[str, dict[int, Path]] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.name.startswith(".") or not path.name.endswith(file_ending):
+            continue
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            problems.append(Problem("error", path, f"image name must be CASE_XXXX{file_ending} (4-digit channel)"))
+            continue
+        channels.setdefault(match.group(1), {})[int(match.group(2))] = path
+    cases = []
+    for case_id, files in sorted(channels.items()):
+        label = labels_dir / f"{case_id}{file_ending}"
+        cases.append(Case(case_id, tuple(files[i] for i in sorted(files)), label))
+    return cases
+
+
+def _msd_cases(root: Path, training: Any, meta_path: Path, problems: list[Problem]) -> list[Case]:
+    if not isinstance(training, list):
+        problems.append(Problem("error", meta_path, "'training' must be a list of {image, label} entries"))
+        return []
+    cases = []
+    for entry in training:
+        if not isinstance(entry, dict) or "image" not in entry:
+            problems.append(Problem("error", meta_path, f"training entry {entry!r} has no 'image'"))
+            continue
+        image = _inside(root, entry["image"], meta_path, problems)
+        label = _inside(root, entry["label"], meta_path, problems) if "label" in entry else None
+        if image is None:
+            continue
+        if not has_image_ending(image):
+            problems.append(Problem("error", image, "is not an image file SimpleITK reads"))
+        cases.append(Case(strip_ending(image.name), (image,), label))
+    return cases
+
+
+def _listed_cases(root: Path, listing: Any, meta_path: Path, problems: list[Problem]) -> list[Case]:
+    """nnU-Net's explicit listing: ``"dataset": {case_id: {"images": [...], "label": path}}``."""
+    if not isinstance(listing, dict):
+        problems.append(Problem("error", meta_path, "'dataset' must map case ids to {images, label}"))
+        return []
+    cases = []
+    for case_id, entry in sorted(listing.items()):
+        raw_images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(raw_images, list) or not raw_images:
+            problems.append(Problem("error", meta_path, f"case {case_id!r} needs a non-empty 'images' list"))
+            continue
+        images = [_inside(root, p, meta_path, problems) for p in raw_images]
+        label = _inside(root, entry["label"], meta_path, problems) if "label" in entry else None
+        if all(p is not None for p in images):
+            cases.append(Case(str(case_id), tuple(p for p in images if p is not None), label))
+    return cases
+
