@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from clinix.cli import app
 from clinix.io.image import Geometry, write_image
 from clinix.io.validate import validate_dataset
-from tests.io.conftest import GEOMETRY, SHAPE, write_nnunet
+from tests.builders import GEOMETRY, SHAPE, write_nnunet
 
 runner = CliRunner()
 
@@ -189,7 +189,7 @@ def write_msd(root: Path, modalities: int, channels_in_file: int) -> Path:
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     volumes = np.stack([np.full(SHAPE, 10.0 * (c + 1), dtype=np.float32) for c in range(channels_in_file)])
-    image = sitk.GetImageFromArray(volumes, isVector=False) if channels_in_file > 1 else sitk.GetImageFromArray(volumes[0])
+    image = sitk.GetImageFromArray(volumes if channels_in_file > 1 else volumes[0], isVector=False)
     image.SetSpacing((0.75, 0.75, 2.5, 1.0)[: image.GetDimension()])
     sitk.WriteImage(image, str(root / "imagesTr" / "brain_0.nii.gz"))
     label = sitk.GetImageFromArray(np.zeros(SHAPE, dtype=np.uint8))

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from clinix.io.image import Geometry, write_image
 
@@ -45,8 +44,3 @@ def write_nnunet(
     content.update(meta or {})
     (root / "dataset.json").write_text(json.dumps(content))
     return root
-
-
-@pytest.fixture
-def nnunet_dataset(tmp_path: Path) -> Path:
-    return write_nnunet(tmp_path / "Dataset001_Tiny")
