@@ -1,0 +1,74 @@
+"""The evaluation report: summary.json, summary.csv beside it (one row per case and class), a rich table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from rich.table import Table
+
+from clinix.io.atomic import atomic_write, write_json
+from clinix.metrics.case import METRIC_NAMES
+from clinix.metrics.summary import EvaluationSummary
+
+# (metric, column header, digits) of the on-screen table
+TABLE_COLUMNS = (
+    ("DSC", "DSC", 4),
+    ("IoU", "IoU", 4),
+    ("recall", "Recall", 4),
+    ("precision", "Precision", 4),
+    ("HD95", "HD95 mm", 2),
+    ("NSD", "NSD", 4),
+)
+
+
+def write_report(summary: EvaluationSummary, json_path: str | Path) -> tuple[Path, Path]:
+    """Write ``json_path`` and the CSV of the same name beside it, atomically. Returns both paths."""
+    json_path = Path(json_path)
+    csv_path = json_path.with_suffix(".csv")
+    write_json(json_path, summary.to_json())
+    atomic_write(csv_path, lambda tmp: tmp.write_text(summary_csv(summary), newline=""))
+    return json_path, csv_path
+
+
+def summary_csv(summary: EvaluationSummary) -> str:
+    """Columns ``case, class, labels`` then ``METRIC_NAMES``; an undefined value is an empty cell."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["case", "class", "labels", *METRIC_NAMES])
+    for case in summary.cases:
+        for spec in summary.classes:
+            record = case.metrics[spec.name]
+            labels = "+".join(str(v) for v in spec.labels)
+            writer.writerow([case.case_id, spec.name, labels, *(_cell(record[m]) for m in METRIC_NAMES)])
+    return text.getvalue()
+
+
+def summary_table(summary: EvaluationSummary) -> Table:
+    """Per-class means, then the mean over classes; "DSC cases" counts the cases in the DSC mean."""
+    table = Table(title=f"{len(summary.cases)} cases, NSD tolerance {summary.nsd_tolerance_mm:g} mm")
+    table.add_column("class")
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("DSC cases", justify="right")
+    for name, class_summary in summary.per_class.items():
+        in_mean = class_summary.n_cases - class_summary.n_undefined["DSC"]
+        table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}")
+    table.add_section()
+    table.add_row("mean", *_table_values(summary.foreground_mean), "", style="bold")
+    return table
+
+
+def _table_values(mean: dict[str, float]) -> list[str]:
+    return [
+        f"{mean[metric]:.{digits}f}" if math.isfinite(mean[metric]) else "-"
+        for metric, _, digits in TABLE_COLUMNS
+    ]
+
+
+def _cell(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return str(float(value)) if math.isfinite(value) else ""
