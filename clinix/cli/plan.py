@@ -1,10 +1,76 @@
-"""`clinix plan` (not yet available)."""
+"""`clinix plan DATASET`: fingerprint when missing, then write WORK/plans.json and show the plan.
+
+Like every command module, it imports the library inside the command: worker processes re-import the
+CLI, and `clinix --help` should not pay for torch.
+"""
 
 from __future__ import annotations
 
-from clinix.cli.app import app, not_yet_available
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clinix.cli import options
+from clinix.cli.app import app
+from clinix.workdir import resolve_workdir
+
+if TYPE_CHECKING:
+    from clinix.plan import Plan
+
+DEFAULT_ARCH = "mambaclinix"
+DEFAULT_LOSS = "ce-dice-trs"
+
+BLOCK_LETTERS = {"hgcn": "H", "mamba": "M", "residual": "R"}
 
 
-@app.command("plan", help="Not yet available.")
-def plan() -> None:
-    not_yet_available("plan")
+@app.command("plan")
+def plan(
+    dataset: Path = typer.Argument(..., help="Dataset folder (nnU-Net v2 raw or Decathlon layout)."),
+    workdir: Path = options.WORKDIR,
+    memory_gb: float = typer.Option(8.0, "--memory-gb", help="Memory target of one training iteration (GB)."),
+    device: str = typer.Option("cuda", "--device", help="Plan for 'cuda' (GPU memory) or 'cpu' (2-core time budget)."),
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch", help=options.ARCH_HELP),
+    loss: str = typer.Option(DEFAULT_LOSS, "--loss", help="ce-dice | ce-dice-rs | ce-dice-trs-fixed | ce-dice-trs."),
+    orders: str = typer.Option(None, "--orders", help="hgConv orders of the HGCN stages, e.g. 4,5,6."),
+    workers: int = options.WORKERS,
+) -> None:
+    """Choose spacing, normalization, patch, batch and network for a dataset (3d_fullres)."""
+    from clinix.plan import plan_experiment
+
+    result, path = plan_experiment(
+        dataset, resolve_workdir(workdir), memory_gb=memory_gb, device=device, arch=arch, loss=loss,
+        orders=None if orders is None else options.parse_int_list("--orders", orders), workers=workers,
+    )
+    console = Console()
+    console.print(plan_table(result))
+    for note in result.notes:
+        console.print(note)
+    console.print(f"wrote {path}")
+
+
+def plan_table(plan: Plan) -> Table:
+    """The paper's Table 2 row for this plan, plus spacing, network and loss."""
+    network = plan.network
+    blocks = [
+        BLOCK_LETTERS[b] + (f"({n})" if n is not None else "")
+        for b, n in zip(network["block_map"], network["orders"], strict=True)
+    ]
+    pools = [sum(1 for s in network["strides"] if s[a] == 2) for a in range(3)]
+    table = Table(title=f"{plan.dataset['name']} · {plan.configuration} · {plan.device}")
+    for column in ("Stages", "Encoder blocks", "Patch size", "Batch size", "Pooling per axis"):
+        table.add_column(column)
+    table.add_row(
+        str(len(blocks)), "[" + ", ".join(blocks) + "]", _tuple(plan.patch_size), str(plan.batch_size), _tuple(pools)
+    )
+    table.caption = (
+        f"spacing {_tuple(plan.target_spacing, '.3g')} mm · arch {plan.arch} · loss {plan.loss} · "
+        f"features {network['features']} · est. {plan.memory_estimate_gb:.2f} GB"
+    )
+    return table
+
+
+def _tuple(values: list, spec: str = "") -> str:
+    return "(" + ", ".join(format(v, spec) for v in values) + ")"

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clinix.cli import app
+from clinix.errors import ClinixError
+from clinix.fingerprint import CaseFingerprint, Fingerprint
+from clinix.net.network import NetworkConfig
+from clinix.plan import PROFILES, Plan, load_plan, make_plan, plan_experiment
+from clinix.plan.cost import measure_cost
+
+runner = CliRunner()
+
+
+def fingerprint(
+    shape: list[int], spacing: list[float], cases: int = 10, channels: tuple[str, ...] = ("CT",), kept: float = 0.9
+) -> Fingerprint:
+    """A hand-built fingerprint: ``cases`` identical cases of ``shape`` at ``spacing``."""
+    case = CaseFingerprint(
+        case_id="c", shape=shape, spacing=spacing, origin=[0.0] * 3, direction=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+        crop_box=[[0, s] for s in shape], shape_after_crop=shape, relative_size_after_crop=kept,
+        label_voxels={}, label_fraction={},
+    )
+    stats = {"mean": 50.0, "std": 20.0, "median": 45.0, "percentile_00_5": -80.0, "percentile_99_5": 200.0}
+    return Fingerprint(
+        dataset={
+            "root": "/data/D", "name": "D", "channel_names": list(channels),
+            "labels": {"background": 0, "organ": 1, "tumour": 2}, "ignore_label": None,
+        },
+        cases=[case] * cases,
+        intensity={str(i): {"name": name, **stats} for i, name in enumerate(channels)},
+        labels={},
+        median_relative_size_after_crop=kept,
+    )
+
+
+def cost_of(plan: Plan):
+    return measure_cost(plan.arch, NetworkConfig.from_dict(plan.network))
+
+
+def test_cpu_plan_keeps_within_its_iteration_budget_by_structure() -> None:
+    plan = make_plan(fingerprint([64, 160, 160], [2.5, 0.8, 0.8]), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice-trs")
+    assert plan.device == "cpu"
+    assert plan.network["features"][0] == 8
+    assert max(plan.network["features"]) <= 128
+    assert plan.batch_size == 2
+    assert plan.seconds_per_iteration_budget == 2.0
+    assert cost_of(plan).cpu_seconds_per_iteration(plan.patch_size, plan.batch_size) <= 2.0
+    assert math.prod(plan.patch_size) < 64 * 160 * 160
+
+
+def test_gpu_plan_fits_the_memory_target_and_fills_it_with_batch() -> None:
+    shape = fingerprint([40, 96, 96], [1.0, 1.0, 1.0], cases=200)
+    plan = make_plan(shape, PROFILES["cuda"], 8.0, "mambaclinix", "ce-dice")
+    cost = cost_of(plan)
+    assert cost.training_memory_gb(plan.patch_size, plan.batch_size, "cuda") <= 8.0
+    assert cost.training_memory_gb(plan.patch_size, plan.batch_size + 1, "cuda") > 8.0 or plan.batch_size > 2
+    assert plan.batch_size >= 2
+    assert plan.network["features"][:3] == [32, 64, 128]
+
+
+def test_batch_is_capped_at_five_percent_of_the_dataset() -> None:
+    plan = make_plan(fingerprint([16, 32, 32], [1.0, 1.0, 1.0], cases=4), PROFILES["cuda"], 80.0, "resunet", "ce-dice")
+    voxels = 16 * 32 * 32 * 4
+    assert plan.batch_size == max(2, round(0.05 * voxels / math.prod(plan.patch_size)))
+    assert plan.batch_size == 2
+
+
+def test_block_map_follows_eq_11() -> None:
+    plan = make_plan(fingerprint([64, 128, 128], [1.0, 1.0, 1.0]), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice-trs")
+    stages = len(plan.network["features"])
+    early = math.ceil(stages / 2)
+    assert plan.network["block_map"] == ["hgcn"] * early + ["mamba"] * (stages - early)
+    assert plan.network["orders"][:early] == [min(s + 2, 6) for s in range(early)]
+
+
+def test_orders_override_and_arch_are_stored() -> None:
+    shape = fingerprint([64, 128, 128], [1.0, 1.0, 1.0])
+    plan = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [3, 3])
+    assert [n for n in plan.network["orders"] if n is not None] == [3, 3]
+    assert (plan.arch, plan.loss) == ("mambaclinix", "ce-dice")
+
+
+def test_ct_channel_uses_dataset_statistics_and_mr_channel_zscores_inside_the_body() -> None:
+    plan = make_plan(
+        fingerprint([32, 64, 64], [1.0, 1.0, 1.0], channels=("CT", "T2"), kept=0.6),
+        PROFILES["cpu"], 8.0, "resunet", "ce-dice",
+    )
+    ct, t2 = plan.normalization
+    assert (ct.scheme, ct.mean, ct.std, ct.lower, ct.upper) == ("ct", 50.0, 20.0, -80.0, 200.0)
+    assert (t2.scheme, t2.use_nonzero_mask) == ("zscore", True)
+
+
+def test_anisotropic_data_gets_in_plane_kernels_first() -> None:
+    plan = make_plan(fingerprint([24, 256, 256], [5.0, 0.7, 0.7]), PROFILES["cuda"], 8.0, "mambaclinix", "ce-dice")
+    assert plan.network["kernel_sizes"][0] == [1, 3, 3]
+    assert plan.network["strides"][1] == [1, 2, 2]
+    assert plan.target_spacing == [5.0, 0.7, 0.7]
+
+
+def test_images_smaller_than_a_pooling_step_still_get_two_stages() -> None:
+    plan = make_plan(fingerprint([4, 6, 7], [2.5, 0.75, 0.75]), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice")
+    assert len(plan.network["features"]) == 2
+    assert min(plan.patch_size) >= 8
+
+
+def test_an_order_too_high_for_the_width_is_a_user_error() -> None:
+    with pytest.raises(ClinixError, match="hgConv of order 4 needs a width divisible by"):
+        make_plan(fingerprint([64, 128, 128], [1.0] * 3), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [4, 4])
+
+
+def test_unknown_loss_and_arch_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(ClinixError, match="unknown loss"):
+        plan_experiment(tmp_path, tmp_path, loss="dice-only")
+    with pytest.raises(ClinixError, match="unknown architecture"):
+        make_plan(fingerprint([32, 64, 64], [1.0] * 3), PROFILES["cpu"], 8.0, "transformer", "ce-dice")
+
+
+def test_plan_runs_the_fingerprint_and_round_trips(nnunet_dataset: Path, tmp_path: Path) -> None:
+    plan, path = plan_experiment(nnunet_dataset, tmp_path / "w", device="cpu", workers=1)
+    assert (tmp_path / "w" / "fingerprint.json").is_file()
+    data = json.loads(path.read_text())
+    assert data["clinix_version"]
+    assert data["dataset_root"] == str(nnunet_dataset.resolve())
+    assert load_plan(tmp_path / "w") == plan
+
+
+def test_cli_prints_the_table_2_row(nnunet_dataset: Path, tmp_path: Path) -> None:
+    arguments = ["plan", str(nnunet_dataset), "-w", str(tmp_path / "w"), "--device", "cpu", "-j", "1"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    for column in ("Stages", "Encoder blocks", "Patch size", "Batch size", "Pooling per axis"):
+        assert column in result.stdout
+    assert "nnU-Net's rules" in result.stdout
+
+
+def test_cli_rejects_bad_orders_with_one_line(nnunet_dataset: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", str(nnunet_dataset), "-w", str(tmp_path), "--orders", "4,x"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --orders expects comma-separated integers like 64,64,64, got '4,x'"
+
+
+def test_cli_defaults_match_the_library() -> None:
+    from clinix.cli import plan as plan_cli
+    from clinix.cli.options import ARCH_NAMES
+    from clinix.net.registry import ARCH_NAMES as REGISTRY_ARCH_NAMES
+    from clinix.plan import DEFAULT_ARCH
+    from clinix.train.losses import DEFAULT_LOSS
+
+    assert (plan_cli.DEFAULT_ARCH, plan_cli.DEFAULT_LOSS) == (DEFAULT_ARCH, DEFAULT_LOSS)
+    assert ARCH_NAMES == REGISTRY_ARCH_NAMES
