@@ -1,0 +1,138 @@
+"""Preprocess every case of the planned dataset into ``WORK/preprocessed/3d_fullres`` (SPEC §1).
+
+Per case three files: ``<case>.npy`` (float32 ``(C, z, y, x)``), ``<case>_seg.npy`` (int16 ``(1, z, y, x)``)
+and ``<case>.json`` (its ``CaseProperties``). Each is written to a temporary name and renamed; the JSON
+comes last, so a case whose JSON exists (for the current plan) is finished and is skipped on a re-run,
+and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clinix.errors import ClinixError, DatasetError
+from clinix.io.atomic import atomic_path, write_json
+from clinix.io.dataset import Case, Dataset, open_dataset
+from clinix.io.image import Geometry
+from clinix.parallel import default_workers, map_cases
+from clinix.plan.model import CONFIGURATION, Plan, load_plan
+from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
+
+PREPROCESSED_DIR = f"preprocessed/{CONFIGURATION}"
+TEMPORARY_GLOB = ".*.tmp*"  # names given by clinix.io.atomic.atomic_path
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    shape: list[int]
+    seconds: float
+
+
+@dataclass
+class PreprocessSummary:
+    """What one run did: the cases it preprocessed (with their shape after resampling) and those it skipped."""
+
+    folder: Path
+    processed: list[CaseResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def case_files(folder: Path, case_id: str) -> tuple[Path, Path, Path]:
+    """``(data .npy, seg .npy, properties .json)`` of a case."""
+    return folder / f"{case_id}.npy", folder / f"{case_id}_seg.npy", folder / f"{case_id}.json"
+
+
+def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrite: bool = False) -> PreprocessSummary:
+    """Preprocess the cases of ``workdir/plans.json``'s dataset that are not finished (all with ``overwrite``).
+
+    Raises ``ClinixError`` without a plan, ``DatasetError`` naming the case file that cannot be read.
+    """
+    plan = load_plan(Path(workdir))
+    dataset = open_dataset(plan.dataset_root)
+    folder = Path(workdir) / PREPROCESSED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(TEMPORARY_GLOB):  # from a run that was killed mid-write
+        leftover.unlink(missing_ok=True)
+    digest = plan_digest(plan)
+    summary = PreprocessSummary(folder)
+    pending = []
+    for case in dataset.cases:
+        if not overwrite and _is_finished(folder, case.case_id, digest):
+            summary.skipped.append(case.case_id)
+        else:
+            # Unmark first, so that a killed --overwrite run redoes this case when resumed without it.
+            case_files(folder, case.case_id)[2].unlink(missing_ok=True)
+            pending.append((dataset, case, plan, folder))
+    summary.processed = map_cases(
+        _preprocess_item,
+        pending,
+        workers if workers is not None else default_workers(),
+        "preprocess",
+        name_of=lambda item: item[1].case_id,
+    )
+    return summary
+
+
+def _is_finished(folder: Path, case_id: str, digest: str) -> bool:
+    properties = case_files(folder, case_id)[2]
+    try:
+        return json.loads(properties.read_text()).get("plan_digest") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def _preprocess_item(item: tuple[Dataset, Case, Plan, Path]) -> CaseResult:
+    dataset, case, plan, folder = item
+    start = time.perf_counter()
+    image, label, geometry = _read(dataset, case)
+    data, seg, properties = preprocess_case(image, label, geometry, plan, case.case_id)
+    save_case(folder, data, seg, properties)
+    return CaseResult(case.case_id, properties.shape_after_resampling, time.perf_counter() - start)
+
+
+def _read(dataset: Dataset, case: Case) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+    try:
+        return dataset.read_case(case)
+    except ValueError as error:  # channels of different shapes cannot be stacked
+        raise DatasetError(case.images[0], f"case {case.case_id!r} cannot be read ({error})") from None
+
+
+def save_case(folder: Path, data: np.ndarray, seg: np.ndarray | None, properties: CaseProperties) -> None:
+    """Write the arrays, then the properties JSON that marks the case finished."""
+    data_path, seg_path, properties_path = case_files(folder, properties.case_id)
+    _save_array(data_path, data.astype(np.float32, copy=False))
+    if seg is not None:
+        _save_array(seg_path, seg.astype(np.int16, copy=False))
+    write_json(properties_path, properties.to_json())
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    # Through an open file: np.save would append ".npy" to a temporary name lacking it.
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        np.save(file, array)
+
+
+def load_case(
+    workdir_or_folder: str | Path, case_id: str, mmap: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, CaseProperties]:
+    """Load a preprocessed case: data ``(C, z, y, x)``, seg ``(1, z, y, x)`` or None, properties.
+
+    ``workdir_or_folder`` is the working folder or the preprocessed folder itself. With ``mmap`` the
+    arrays are read-only memory maps, read from disk only where indexed.
+    """
+    folder = Path(workdir_or_folder)
+    if (folder / PREPROCESSED_DIR).is_dir():
+        folder = folder / PREPROCESSED_DIR
+    data_path, seg_path, properties_path = case_files(folder, case_id)
+    if not properties_path.is_file():
+        raise ClinixError(f"{properties_path}: case {case_id!r} is not preprocessed; run 'clinix preprocess'")
+    properties = CaseProperties.from_json(json.loads(properties_path.read_text()))
+    mode = "r" if mmap else None
+    seg = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
+    return np.load(data_path, mmap_mode=mode), seg, properties
