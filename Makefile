@@ -16,14 +16,14 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m ruff check clinix tests bench
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 demo: install
 	bash scripts/demo.sh $(VENV)/bin/clinix $(DEMO_DIR)
 
 lint: install
-	$(PY) -m ruff check clinix tests bench
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) clinix_work .pytest_cache
