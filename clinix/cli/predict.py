@@ -1,10 +1,71 @@
-"""`clinix predict` (not yet available)."""
+"""`clinix predict IN OUT`: segment images with the ensemble of trained folds (SPEC §7)."""
 
 from __future__ import annotations
 
-from clinix.cli.app import app, not_yet_available
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clinix.cli import options
+from clinix.cli.app import EXIT_BAD_INPUT, app
+from clinix.workdir import resolve_workdir
+
+FOLDS_HELP = (
+    "Folds to ensemble: comma-separated numbers (0,1,2,3,4), 'all' (the fold_all model) or 'best' (the one fold "
+    "whose checkpoint stores the highest best EMA pseudo-Dice). Default: every trained numbered fold."
+)
 
 
-@app.command("predict", help="Not yet available.")
-def predict() -> None:
-    not_yet_available("predict")
+@app.command("predict")
+def predict(
+    in_path: Path = typer.Argument(..., help="Folder of CASE_XXXX images (or one file per case), or one image."),
+    out_dir: Path = typer.Argument(..., help="Folder for CASE<ending> label maps (created if missing)."),
+    workdir: Path = options.WORKDIR,
+    folds: str = typer.Option(None, "--folds", help=FOLDS_HELP, show_default=False),
+    checkpoint: str = typer.Option("final", "--checkpoint", help="Which checkpoint of each fold: final or best."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Mirror test-time augmentation on all axes (8 passes)."),
+    step: float = typer.Option(0.5, "--step", help="Tile step as a fraction of the patch size."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write CASE.npz (float16 class probabilities) and CASE.json."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
+    overwrite: bool = options.OVERWRITE,
+    batch_tiles: int = typer.Option(
+        None,
+        "--batch-tiles",
+        min=1,
+        help="Tiles per forward pass (default 4 on CUDA, 2 otherwise).",
+        show_default=False,
+    ),
+) -> None:
+    """Predict label maps with the input's exact geometry; a bad input fails alone (exit code 2 at the end)."""
+    from clinix.infer import predict_folder
+
+    chosen_folds = folds if folds in (None, "all", "best") else options.parse_int_list("--folds", folds)
+    summary = predict_folder(
+        resolve_workdir(workdir),
+        in_path,
+        out_dir,
+        folds=chosen_folds,
+        checkpoint=checkpoint,
+        tta=tta,
+        step=step,
+        save_probabilities=save_probabilities,
+        device=device,
+        overwrite=overwrite,
+        batch_tiles=batch_tiles,
+    )
+    for failure in summary.failed:
+        typer.echo(f"error: {failure}", err=True)
+    table = Table(title=f"clinix predict -> {summary.out_dir}")
+    for column in ("written", "skipped", "failed", "seconds per case", "folds", "device"):
+        table.add_column(column)
+    per_case = f"{sum(summary.seconds) / len(summary.seconds):.2f}" if summary.seconds else "-"
+    folds_used = ",".join(str(fold) for fold in summary.folds)
+    counts = (len(summary.written), len(summary.skipped), len(summary.failed))
+    table.add_row(*(str(n) for n in counts), per_case, folds_used, summary.device)
+    Console().print(table)
+    if summary.failed:
+        raise typer.Exit(EXIT_BAD_INPUT)

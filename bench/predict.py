@@ -1,0 +1,245 @@
+"""Benchmark sliding-window inference; print JSON.
+
+Phantom (setup not timed): 2 training + 2 test cases (``--quick``: the tiny phantom), planned for the
+CPU, preprocessed, and a randomly initialised network of the plan saved as ``fold_0/checkpoint_final.pt``
+(untrained weights run at the speed of trained ones). One fold:
+
+- ``case`` / ``case_tta``: ``clinix.infer.predict_folder`` over ``imagesTs`` (read, preprocess, sliding
+  window, restore, write) without and with mirror TTA, seconds per case from its summary;
+- ``window``: ``Predictor.predict_preprocessed`` on the preprocessed training cases, no TTA (batched
+  tiles, one ``(K, z, y, x)`` accumulator, slab-wise softmax in place);
+- ``naive``: the baseline, measured in the same run on the same cases: the same tiles one at a time, a
+  separate accumulator per class, a stacked copy for the division and NumPy's softmax. Mirror TTA runs
+  the same 8 forwards per tile in both, so the pair is compared without it.
+
+The phantom has 3 classes on small grids, so the network's activations dominate its memory. The
+``accumulate`` pair shows the accumulators alone: 14 classes on a 128 × 256 × 256 grid (``--quick``:
+64 × 128 × 128) with a pointwise network (a 1×1×1 convolution), no TTA, clinix versus naive.
+
+Each variant runs in a fresh process (glibc told to map every block over 64 KiB, so freed arrays leave
+the resident set). Memory: the kernel's peak resident set ``VmHWM``, reset (``/proc/self/clear_refs``) just
+before the timed part; ``peak_above_start_mb`` is that peak minus the resident set at the reset (torch
+imported, network built, cases loaded). Seconds depend on the machine's load; the ratios are the point.
+
+    python bench/predict.py [--quick] [--device cpu|cuda|mps|auto] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PHANTOM_VARIANTS = ("case", "window", "naive", "case_tta")
+ACCUMULATE_VARIANTS = ("accumulate", "accumulate_naive")
+ACCUMULATE_CLASSES = 14
+ACCUMULATE_SHAPE = {False: (128, 256, 256), True: (64, 128, 128)}  # by --quick
+ACCUMULATE_PATCH = {False: (64, 128, 128), True: (32, 64, 64)}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+class PeakMemory:
+    """The peak resident set from now on: ``VmHWM`` after resetting it (Linux ≥ 4.0)."""
+
+    def __init__(self) -> None:
+        Path("/proc/self/clear_refs").write_text("5")
+        self.start_mb = status_mb("VmRSS")
+
+    def report(self) -> dict[str, float]:
+        peak = status_mb("VmHWM")
+        return {"peak_rss_mb": round(peak, 1), "peak_above_start_mb": round(peak - self.start_mb, 1)}
+
+
+def setup(root: Path, quick: bool) -> dict[str, Any]:
+    """Phantom, plan, preprocessed cases and a random fold-0 checkpoint under ``root``."""
+    from clinix import __version__
+    from clinix.data import write_phantom_dataset
+    from clinix.net.network import NetworkConfig
+    from clinix.net.registry import build_network
+    from clinix.plan import plan_experiment
+    from clinix.preprocess import preprocess_dataset
+
+    dataset = write_phantom_dataset(root / "dataset", cases=2, test_cases=2, size="tiny" if quick else "default")
+    work = root / "work"
+    plan, _ = plan_experiment(dataset, work, device="cpu", workers=1)
+    preprocess_dataset(work, workers=1)
+    torch.manual_seed(0)
+    network = build_network(plan.arch, NetworkConfig.from_dict(plan.network))
+    checkpoint = work / "results" / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
+    checkpoint.parent.mkdir(parents=True)
+    state = {"model": network.state_dict(), "plan": plan.to_json(), "epoch": 0, "clinix_version": __version__}
+    torch.save({**state, "fold": 0, "mirror_axes": [0, 1, 2], "best_ema": None}, checkpoint)
+    return {"arch": plan.arch, "patch_size": plan.patch_size, "num_classes": plan.num_classes}
+
+
+def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]:
+    """``case``, ``case_tta``, ``window`` or ``naive`` in this process."""
+    from clinix.infer import load_predictor, predict_folder
+    from clinix.preprocess import PREPROCESSED_DIR, load_case
+
+    if variant.startswith("case"):
+        memory = PeakMemory()
+        images, out_dir = work.parent / "dataset" / "imagesTs", work.parent / variant
+        summary = predict_folder(work, images, out_dir, tta=variant == "case_tta", device=device)
+        return {"seconds_per_case": summary.seconds, **memory.report()}
+    predictor = load_predictor(work, device=device, tta=False)
+    case_ids = sorted(p.stem for p in (work / PREPROCESSED_DIR).glob("*.json"))
+    cases = [np.array(load_case(work, case_id)[0]) for case_id in case_ids]
+    if variant == "window":
+        return timed(predictor.predict_preprocessed, cases)
+    network, plan, target = fold_network(work, predictor.device), predictor.plan, predictor.device
+    return timed(lambda data: naive_probabilities(network, data, plan.patch_size, plan.num_classes, target), cases)
+
+
+def run_accumulate_variant(variant: str, quick: bool, device: str) -> dict[str, Any]:
+    """Accumulators alone: 14 classes on a large grid with a pointwise network."""
+    from clinix.infer.predictor import add_softmax, default_batch_tiles, resolve_device
+    from clinix.infer.sliding_window import sliding_window_logits
+
+    target = resolve_device(device)
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, ACCUMULATE_CLASSES, 1).to(target).eval()
+    data = np.random.default_rng(0).normal(size=(1, *ACCUMULATE_SHAPE[quick])).astype(np.float32)
+    patch = ACCUMULATE_PATCH[quick]
+    if variant == "accumulate_naive":
+        return timed(lambda volume: naive_probabilities(network, volume, patch, ACCUMULATE_CLASSES, target), [data])
+
+    def clinix_probabilities(volume: np.ndarray) -> np.ndarray:
+        image = torch.from_numpy(volume).to(target)
+        with torch.inference_mode():
+            logits = sliding_window_logits(network, image, patch, ACCUMULATE_CLASSES, 0.5, default_batch_tiles(target))
+            return add_softmax(None, logits)
+
+    return timed(clinix_probabilities, [data])
+
+
+def timed(predict: Callable[[np.ndarray], np.ndarray], cases: list[np.ndarray]) -> dict[str, Any]:
+    """Seconds per case, peak memory, and the foreground probability mass (the same for both windows)."""
+    memory = PeakMemory()
+    seconds, masses = [], []
+    for data in cases:
+        start = time.perf_counter()
+        probabilities = predict(data)
+        seconds.append(time.perf_counter() - start)
+        masses.append(float(probabilities[1:].sum(dtype=np.float64)))  # no temporary copy
+        del probabilities
+    shapes = [list(data.shape[1:]) for data in cases]
+    return {"seconds_per_case": seconds, "shapes": shapes, "foreground_mass": masses, **memory.report()}
+
+
+def fold_network(work: Path, device: torch.device) -> torch.nn.Module:
+    """Fold 0's network with its weights, deep supervision off, in eval mode."""
+    from clinix.net.network import NetworkConfig
+    from clinix.net.registry import build_network
+
+    checkpoint = torch.load(work / "results" / "3d_fullres" / "fold_0" / "checkpoint_final.pt", weights_only=True)
+    plan = checkpoint["plan"]
+    network = build_network(plan["arch"], NetworkConfig.from_dict({**plan["network"], "deep_supervision": False}))
+    network.load_state_dict(checkpoint["model"])
+    return network.to(device).eval()
+
+
+def naive_probabilities(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    data: np.ndarray,
+    patch: Any,
+    num_classes: int,
+    device: torch.device,
+    step: float = 0.5,
+) -> np.ndarray:
+    """The baseline: one tile per forward, one accumulator per class, full-size copies for the division."""
+    from clinix.infer.sliding_window import gaussian_importance_map, pad_to_patch, tile_slices
+
+    padded, region = pad_to_patch(torch.from_numpy(data).to(device), patch)
+    gaussian = gaussian_importance_map(tuple(patch))
+    per_class = [np.zeros(padded.shape[1:], dtype=np.float32) for _ in range(num_classes)]
+    weights = np.zeros(padded.shape[1:], dtype=np.float32)
+    with torch.inference_mode():
+        for tile in tile_slices(padded.shape[1:], patch, step):
+            logits = forward(padded[(None, slice(None), *tile)])[0].float().cpu().numpy()
+            for k in range(num_classes):
+                per_class[k][tile] += logits[k] * gaussian
+            weights[tile] += gaussian
+    averaged = np.stack([accumulator / weights for accumulator in per_class])
+    exponentials = np.exp(averaged - averaged.max(axis=0, keepdims=True))
+    return (exponentials / exponentials.sum(axis=0, keepdims=True))[(slice(None), *region)]
+
+
+def run_in_subprocess(*arguments: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, *arguments]
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, **MALLOC_ENV})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def mean(values: list[float]) -> float:
+    return float(np.mean(values))
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Naive over clinix for seconds and for peak memory above the start; TTA over none for whole cases."""
+    out = {}
+    pairs = {"window": ("naive", "window"), "accumulate": ("accumulate_naive", "accumulate")}
+    for name, (naive_name, clinix_name) in pairs.items():
+        naive, clinix = results[naive_name], results[clinix_name]
+        out[f"{name}_naive_over_clinix_seconds"] = mean(naive["seconds_per_case"]) / mean(clinix["seconds_per_case"])
+        out[f"{name}_naive_over_clinix_peak_above_start"] = naive["peak_above_start_mb"] / clinix["peak_above_start_mb"]
+        difference = np.abs(np.subtract(naive["foreground_mass"], clinix["foreground_mass"]))
+        out[f"{name}_foreground_mass_relative_difference"] = float(max(difference / clinix["foreground_mass"]))
+    case, case_tta = results["case"]["seconds_per_case"], results["case_tta"]["seconds_per_case"]
+    out["case_tta_over_no_tta_seconds"] = mean(case_tta) / mean(case)
+    return {key: round(value, 6) for key, value in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the tiny phantom and a smaller accumulation grid")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads in every variant (default: torch's)")
+    parser.add_argument("--variant", choices=PHANTOM_VARIANTS + ACCUMULATE_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.variant in ACCUMULATE_VARIANTS:
+        print(json.dumps(run_accumulate_variant(args.variant, args.quick, args.device)))
+        return
+    if args.variant:
+        print(json.dumps(run_phantom_variant(args.work, args.variant, args.device)))
+        return
+    common = ["--device", args.device, *(["--quick"] if args.quick else [])]
+    common += ["--threads", str(args.threads)] if args.threads else []
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        report: dict[str, Any] = {"device": args.device, "torch_threads": torch.get_num_threads()}
+        report |= {"phantom": "tiny" if args.quick else "default", **setup(root, args.quick)}
+        report["memory"] = "VmHWM (kernel peak RSS) reset before the timed part, one fresh process per variant"
+        results: dict[str, Any] = {}
+        for variant in PHANTOM_VARIANTS + ACCUMULATE_VARIANTS:
+            results[variant] = run_in_subprocess("--variant", variant, "--work", str(root / "work"), *common)
+            print(f"{variant}: {json.dumps(results[variant])}", file=sys.stderr, flush=True)
+        report["accumulate"] = {"classes": ACCUMULATE_CLASSES, "shape": ACCUMULATE_SHAPE[args.quick]}
+        report["accumulate"]["patch"] = ACCUMULATE_PATCH[args.quick]
+        report["results"] = results
+        report["ratios"] = ratios(results)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Predict a folder of images: the library behind ``clinix predict`` (SPEC §7).
+
+Each case is read, preprocessed, predicted by the fold ensemble, restored to its own grid and written
+atomically. A case that cannot be read or does not fit the model fails alone; the others are written.
+Finished cases (every output file present) are skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clinix.errors import ClinixError
+from clinix.infer.export import output_files, write_label_map, write_probabilities
+from clinix.infer.folds import FoldName, select_fold_checkpoints
+from clinix.infer.inputs import InputCase, discover_inputs, read_input_case
+from clinix.infer.models import read_checkpoint
+from clinix.infer.predictor import Predictor
+from clinix.parallel import progress_bar
+from clinix.plan.model import Plan
+from clinix.preprocess import restore_label_map, restore_probabilities
+
+
+@dataclass
+class CaseFailure:
+    case_id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.case_id}: {self.message}"
+
+
+@dataclass
+class PredictionSummary:
+    """What a folder prediction did; ``seconds`` holds the time of each written case."""
+
+    out_dir: Path
+    folds: list[FoldName] = field(default_factory=list)
+    device: str = ""
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[CaseFailure] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def load_predictor(
+    workdir: str | Path,
+    folds: str | Sequence[FoldName] | None = None,
+    checkpoint: str = "final",
+    device: str = "auto",
+    tta: bool = True,
+    step: float = 0.5,
+    batch_tiles: int | None = None,
+) -> Predictor:
+    """A ``Predictor`` over the trained folds of ``workdir`` (``folds`` as ``select_fold_checkpoints``).
+
+    The plan comes from the first fold's checkpoint, the one the models were trained with.
+    """
+    selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
+    plan = Plan.from_json(read_checkpoint(selected[0][1])["plan"])
+    return Predictor(plan, [path for _, path in selected], device, tta, step, batch_tiles)
+
+
+def predict_folder(
+    workdir: str | Path,
+    in_dir: str | Path,
+    out_dir: str | Path,
+    folds: str | Sequence[FoldName] | None = None,
+    checkpoint: str = "final",
+    tta: bool = True,
+    step: float = 0.5,
+    save_probabilities: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+    batch_tiles: int | None = None,
+) -> PredictionSummary:
+    """Predict every case of ``in_dir`` (a folder or one image) into ``out_dir`` (module docstring)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
+    cases = discover_inputs(in_dir)
+    if in_dir.is_dir() and out_dir.resolve() == in_dir.resolve():
+        raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
+    predictor = load_predictor(workdir, [fold for fold, _ in selected], checkpoint, device, tta, step, batch_tiles)
+    summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite)
+    summary.folds = [fold for fold, _ in selected]
+    return summary
+
+
+def predict_cases(
+    predictor: Predictor,
+    cases: Sequence[InputCase],
+    out_dir: Path,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+) -> PredictionSummary:
+    """Predict ``cases`` with ``predictor`` into ``out_dir``; one case's ClinixError fails that case alone."""
+    summary = PredictionSummary(Path(out_dir), device=str(predictor.device))
+    with progress_bar() as progress:
+        task = progress.add_task("predict", total=len(cases))
+        for case in cases:
+            outputs = output_files(out_dir, case.case_id, case.ending, save_probabilities)
+            if not overwrite and all(file.is_file() for file in outputs):
+                summary.skipped.append(case.case_id)
+            else:
+                start = time.perf_counter()
+                try:
+                    predict_case(predictor, case, out_dir, save_probabilities)
+                except ClinixError as error:
+                    summary.failed.append(CaseFailure(case.case_id, str(error)))
+                else:
+                    summary.written.append(case.case_id)
+                    summary.seconds.append(time.perf_counter() - start)
+            progress.advance(task)
+    return summary
+
+
+def predict_case(predictor: Predictor, case: InputCase, out_dir: Path, save_probabilities: bool = False) -> Path:
+    """Read, predict and write one case; returns the label map's path."""
+    plan = predictor.plan
+    image, geometry = read_input_case(case, channel_names(plan))
+    probabilities, properties = predictor.predict_probabilities(image, geometry, case.case_id)
+    if save_probabilities:
+        restored = restore_probabilities(probabilities, properties, plan)
+        write_probabilities(out_dir, case.case_id, restored, plan.dataset["labels"])
+        del restored
+    labels = restore_label_map(probabilities, properties, plan)
+    return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)
+
+
+def channel_names(plan: Plan) -> list[str]:
+    """The plan's input channels in order (``channel_names`` is a list, or a dict keyed "0", "1", ...)."""
+    names = plan.dataset["channel_names"]
+    if isinstance(names, dict):
+        return [str(names[key]) for key in sorted(names, key=int)]
+    return [str(name) for name in names]
