@@ -1,10 +1,69 @@
-"""`clinix train` (not yet available)."""
+"""`clinix train`: train one fold (or all cases) on the preprocessed dataset; under torchrun, on every GPU."""
 
 from __future__ import annotations
 
-from clinix.cli.app import app, not_yet_available
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from clinix.cli import options
+from clinix.cli.app import app
+
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or mps.")
 
 
-@app.command("train", help="Not yet available.")
-def train() -> None:
-    not_yet_available("train")
+@app.command("train")
+def train(
+    fold: str = typer.Option(..., "--fold", "-f", help="Fold 0-4 of WORK/splits.json, or 'all' (every case)."),
+    workdir: Path = options.WORKDIR,
+    device: str = DEVICE,
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs (default: the plan's).", show_default=False),
+    iterations: int = typer.Option(
+        None, "--iters", min=1, help="Training iterations per epoch (default: the plan's).", show_default=False
+    ),
+    val_iterations: int = typer.Option(
+        None, "--val-iters", min=1, help="Validation iterations per epoch (default: the plan's).", show_default=False
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from checkpoint_latest.pt (or only validate a finished run)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a fold folder that holds a run."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, help="Seed of every random stream (default 0, or the resumed run's).", show_default=False
+    ),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=0, help="Data-loading threads (default: up to 4; 0: none).", show_default=False
+    ),
+    validation: bool = typer.Option(
+        True, "--validation/--no-validation", help="Predict and evaluate the validation cases at the end."
+    ),
+    fast_validation: bool = typer.Option(False, "--fast-validation", help="Final validation without mirroring TTA."),
+) -> None:
+    """Train fold F of the planned, preprocessed dataset into WORK/results/3d_fullres/fold_F/."""
+    from clinix.train.trainer import train_fold
+    from clinix.workdir import resolve_workdir
+
+    result = train_fold(
+        resolve_workdir(workdir),
+        fold,
+        device=device,
+        epochs=epochs,
+        iterations=iterations,
+        val_iterations=val_iterations,
+        resume=resume,
+        overwrite=overwrite,
+        seed=seed,
+        workers=workers,
+        validation=validation,
+        tta=not fast_validation,
+    )
+    if not result.main_process:
+        return
+    console = Console()
+    best = "n/a" if result.best_ema is None else f"{result.best_ema:.4f}"
+    console.print(f"fold {result.fold}: {result.epochs} epochs, best EMA pseudo-Dice {best}")
+    if result.validation_summary is not None:
+        dice = "n/a" if result.validation_dice is None else f"{result.validation_dice:.4f}"
+        console.print(f"validation mean DSC {dice}: {result.validation_summary}")
+    console.print(f"output: {result.folder}")

@@ -1,0 +1,437 @@
+"""The training loop of one fold (SPEC §6; nnU-Net reference §5.6): ``train_fold``, behind ``clinix train``.
+
+Every epoch: set the poly learning rate, reseed, run ``iterations`` training steps and ``val_iterations``
+validation steps, log the epoch, write ``checkpoint_latest.pt`` (and ``checkpoint_best.pt`` when the EMA
+pseudo-Dice improves). After the last epoch: ``checkpoint_final.pt`` and the full validation.
+
+Every random stream is a function of the run seed, the rank and the epoch (schedule.py), so a run resumed
+from the checkpoint of epoch k continues exactly as the uninterrupted run would have: on the CPU it ends
+with the same weights (on CUDA, cuDNN autotuning may pick other kernels from run to run). Under torchrun
+(distributed.py) each rank trains on its share of the batch and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import clip_grad_norm_
+
+from clinix import __version__
+from clinix.errors import ClinixError
+from clinix.net.network import ClinixUNet, NetworkConfig
+from clinix.net.registry import build_network
+from clinix.parallel import default_workers
+from clinix.plan.model import CONFIGURATION, Plan, load_plan
+from clinix.train.augment import AugmentationSettings, augment_batch, enlarged_patch_size
+from clinix.train.checkpoint import (
+    BEST,
+    FINAL,
+    LATEST,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from clinix.train.distributed import (
+    DistributedContext,
+    autocast_dtype,
+    barrier,
+    context_from_environment,
+    ddp_loss_weights,
+    rank_batch_size,
+    start_process_group,
+    stop_process_group,
+    sum_over_ranks,
+    training_device,
+    wrap_model,
+)
+from clinix.train.loader import BatchLoader
+from clinix.train.logging import EpochRecord, TrainingLog
+from clinix.train.losses import build_loss, deep_supervision_weights
+from clinix.train.sampling import PatchSampler
+from clinix.train.schedule import (
+    INIT_STREAM,
+    TRAIN_STREAM,
+    VALIDATION_STREAM,
+    build_optimizer,
+    poly_lr,
+    seed_global_generators,
+    set_learning_rate,
+    stream_seed,
+)
+from clinix.train.splits import Fold, fold_cases, parse_fold
+from clinix.train.validation import confusion_counts, mean_dice, pseudo_dice, update_ema, validate_fold
+
+RESULTS_DIR = f"results/{CONFIGURATION}"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to run ``train_fold``. None means the plan's value (or, on ``resume``, the run's own)."""
+
+    device: str = "auto"
+    epochs: int | None = None
+    iterations: int | None = None
+    val_iterations: int | None = None
+    seed: int | None = None
+    workers: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    validation: bool = True
+    tta: bool = True
+    echo: bool = True
+
+
+@dataclass
+class TrainingResult:
+    """What a fold's run produced; ``validation_dice`` is the validation's mean DSC over classes."""
+
+    fold: Fold
+    folder: Path
+    epochs: int
+    best_ema: float | None
+    ema: float | None
+    validation_summary: Path | None = None
+    validation_dice: float | None = None
+    main_process: bool = True  # False on the ranks other than 0 of a torchrun job
+
+
+@dataclass
+class Progress:
+    """How far a run got: what a checkpoint restores besides the weights and the optimizer."""
+
+    epoch: int = 0  # completed epochs
+    ema: float | None = None
+    best_ema: float | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything the loop works with. ``model`` is ``network``, or ``network`` under DDP."""
+
+    plan: Plan
+    fold: Fold
+    folder: Path
+    seed: int
+    device: torch.device
+    context: DistributedContext
+    network: ClinixUNet
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss: nn.Module
+    amp_dtype: torch.dtype | None
+    log: TrainingLog
+    progress: Progress = field(default_factory=Progress)
+
+
+def train_fold(
+    workdir: str | Path, fold: Fold | str, options: TrainingOptions | None = None, **changes: Any
+) -> TrainingResult:
+    """Train (or resume) fold ``fold`` (0-4 or ``"all"``) of ``workdir``'s preprocessed dataset.
+
+    ``changes`` override fields of ``options``, e.g. ``train_fold(work, 0, epochs=5, device="cpu")``.
+    Writes ``workdir/results/3d_fullres/fold_<fold>/``. Under ``torchrun`` every process calls this.
+    """
+    options = dataclasses.replace(options or TrainingOptions(), **changes)
+    workdir, fold = Path(workdir), parse_fold(fold)
+    context = context_from_environment()
+    device = training_device(options.device, context)
+    start_process_group(context, device)
+    try:
+        return _train(workdir, fold, options, context, device)
+    finally:
+        stop_process_group(context)
+
+
+def _train(
+    workdir: Path, fold: Fold, options: TrainingOptions, context: DistributedContext, device: torch.device
+) -> TrainingResult:
+    folder = workdir / RESULTS_DIR / f"fold_{fold}"
+    train_ids, val_ids = fold_cases(workdir, fold)
+    checkpoint_path = _starting_checkpoint(folder, options, context)
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if checkpoint_path else None
+    run = build_run(_run_plan(workdir, checkpoint, options), fold, folder, options, context, device, checkpoint)
+    if checkpoint_path is not None and checkpoint_path.name == FINAL:
+        run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs), validating only", echo=True)
+    else:
+        _fit(run, workdir, train_ids, val_ids, options.workers)
+    result = TrainingResult(
+        fold, folder, run.progress.epoch, run.progress.best_ema, run.progress.ema, main_process=context.is_main
+    )
+    if context.is_main and options.validation:
+        result.validation_summary, result.validation_dice = _final_validation(run, workdir, val_ids, options.tta)
+    return result
+
+
+def _starting_checkpoint(folder: Path, options: TrainingOptions, context: DistributedContext) -> Path | None:
+    """The checkpoint to continue from (``resume``: final, else latest), or None for a fresh run.
+
+    A fresh run in a folder that holds one is refused unless ``overwrite``, which deletes its checkpoints.
+    """
+    existing = [folder / name for name in (FINAL, LATEST) if (folder / name).is_file()]
+    if options.resume:
+        if not existing:
+            raise ClinixError(f"--resume: {folder} holds no {LATEST} or {FINAL} to continue from")
+        return existing[0]
+    if existing and not options.overwrite:
+        raise ClinixError(
+            f"{folder} already holds a run ({existing[0].name}); "
+            "continue it with --resume or start over with --overwrite"
+        )
+    barrier(context)  # every rank has looked before rank 0 deletes
+    if existing and context.is_main:
+        for name in (FINAL, LATEST, BEST):
+            (folder / name).unlink(missing_ok=True)
+    barrier(context)
+    return None
+
+
+def _run_plan(workdir: Path, checkpoint: dict[str, Any] | None, options: TrainingOptions) -> Plan:
+    """The plan of the run: plans.json (or the resumed run's own), with the options' epochs and iterations."""
+    plan = Plan.from_json(checkpoint["plan"]) if checkpoint else load_plan(workdir)
+    overrides = {
+        "epochs": options.epochs,
+        "iterations_per_epoch": options.iterations,
+        "val_iterations": options.val_iterations,
+    }
+    for name, value in overrides.items():
+        if value is not None and value < 1:
+            raise ClinixError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    return dataclasses.replace(plan, **{name: value for name, value in overrides.items() if value is not None})
+
+
+def build_run(
+    plan: Plan,
+    fold: Fold,
+    folder: Path,
+    options: TrainingOptions,
+    context: DistributedContext,
+    device: torch.device,
+    checkpoint: dict[str, Any] | None = None,
+) -> Run:
+    """The network (deep supervision on), optimizer, scaler, loss and log of a run, restored from
+    ``checkpoint`` when given. Also used by ``bench/train_step.py`` to time ``train_step``.
+    """
+    seed = options.seed if options.seed is not None else checkpoint.get("seed", 0) if checkpoint else 0
+    if seed < 0:
+        raise ClinixError(f"--seed must be non-negative, got {seed}")
+    torch.manual_seed(stream_seed(seed, INIT_STREAM))  # the initial weights (DDP then copies rank 0's)
+    network = build_network(plan.arch, NetworkConfig.from_dict({**plan.network, "deep_supervision": True})).to(device)
+    weights = deep_supervision_weights(network.config.num_stages - 1)
+    amp_dtype = autocast_dtype(device)
+    run = Run(
+        plan=plan,
+        fold=fold,
+        folder=folder,
+        seed=seed,
+        device=device,
+        context=context,
+        network=network,
+        model=wrap_model(network, context, device),
+        optimizer=build_optimizer(network.parameters(), plan.optimizer),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        loss=build_loss(
+            plan.loss,
+            batch_dice=plan.batch_dice,
+            ignore_label=plan.ignore_label,
+            deep_supervision_weights=ddp_loss_weights(weights, context),
+        ),
+        amp_dtype=amp_dtype,
+        log=TrainingLog(folder, enabled=context.is_main, echo=options.echo),
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    return run
+
+
+def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
+    try:
+        run.network.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ClinixError(
+            f"the checkpoint does not fit its own plan's network ({str(error).splitlines()[0]})"
+        ) from None
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_state(checkpoint["rng"])
+    run.progress = Progress(checkpoint["epoch"], checkpoint["ema"], checkpoint["best_ema"], list(checkpoint["history"]))
+
+
+def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], workers: int | None) -> None:
+    """Epochs ``progress.epoch .. plan.epochs − 1``, then the final checkpoint."""
+    plan, start = run.plan, run.progress.epoch
+    run.log.restart_metrics(run.progress.history)
+    verb = f"resuming at epoch {start}" if start else "training"
+    run.log.line(
+        f"{verb}: fold {run.fold}, {plan.arch}, {len(train_ids)} training / {len(val_ids)} validation cases, "
+        f"{plan.epochs} epochs × {plan.iterations_per_epoch} iterations, seed {run.seed}, {run.device}"
+        + (f", {run.context.world_size} processes" if run.context.enabled else ""),
+        echo=True,
+    )
+    train_loader, val_loader = _loaders(run, workdir, train_ids, val_ids, workers)
+    with train_loader, val_loader:  # stops the loaders' threads however the loop ends
+        for epoch in range(start, plan.epochs):
+            _end_epoch(run, _run_epoch(run, epoch, train_loader, val_loader))
+    if run.context.is_main:
+        save_checkpoint(run.folder / FINAL, _checkpoint(run))
+    barrier(run.context)
+
+
+def _loaders(
+    run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], workers: int | None
+) -> tuple[BatchLoader, BatchLoader]:
+    """Training batches (enlarged patches, augmented) and validation batches (plan patches, not augmented)."""
+    plan, rank = run.plan, run.context.rank
+    batch_size = rank_batch_size(plan.batch_size, run.context)
+    threads = default_workers() if workers is None else workers
+    enlarged = enlarged_patch_size(plan.patch_size)
+    train_sampler = PatchSampler(
+        workdir, train_ids, plan.patch_size, batch_size, plan.foreground_oversampling, enlarged
+    )
+    val_sampler = PatchSampler(workdir, val_ids, plan.patch_size, batch_size, plan.foreground_oversampling)
+    settings = AugmentationSettings()
+
+    def augment(data: torch.Tensor, seg: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment_batch(data, seg, plan.patch_size, generator, settings)
+
+    train_seed, val_seed = stream_seed(run.seed, TRAIN_STREAM, rank), stream_seed(run.seed, VALIDATION_STREAM, rank)
+    return (
+        BatchLoader(train_sampler, augment, threads, train_seed, plan.iterations_per_epoch, run.device),
+        BatchLoader(val_sampler, None, threads, val_seed, plan.val_iterations, run.device),
+    )
+
+
+def _run_epoch(run: Run, epoch: int, train_loader: BatchLoader, val_loader: BatchLoader) -> EpochRecord:
+    started = time.perf_counter()
+    lr = poly_lr(run.plan.optimizer.lr, epoch, run.plan.epochs, run.plan.optimizer.poly_exponent)
+    set_learning_rate(run.optimizer, lr)
+    seed_global_generators(run.seed, run.context.rank, epoch)
+    run.model.train()
+    train_loss = _train_epoch(run, epoch, train_loader.epoch(epoch))
+    run.model.eval()
+    val_loss, counts = _validate_epoch(run, val_loader.epoch(epoch))
+    dice = pseudo_dice(counts)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "pseudo_dice": dict(zip(_foreground_names(run.plan), dice, strict=True)),
+        "mean": mean_dice(dice),
+        "ema": None,
+        "lr": lr,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _foreground_names(plan: Plan) -> list[str]:
+    """Names of the classes 1..K-1 in label order (an unnamed value is called by its number)."""
+    names = {value: name for name, value in plan.dataset["labels"].items() if isinstance(value, int)}
+    return [names.get(label, str(label)) for label in range(1, plan.num_classes)]
+
+
+def _train_epoch(run: Run, epoch: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean training loss over the epoch's steps (and over ranks)."""
+    total = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss sum, steps
+    with run.log.progress(f"epoch {epoch}", run.plan.iterations_per_epoch) as advance:
+        for data, target in batches:
+            loss = train_step(run, data, target)
+            total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
+            advance(loss.item())
+    total = sum_over_ranks(total, run.context)
+    return float(total[0] / total[1])
+
+
+def train_step(run: Run, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on a batch ``(B, C, *patch)`` / ``(B, 1, *patch)``; returns the detached loss."""
+    data, target = data.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True)
+    run.optimizer.zero_grad(set_to_none=True)
+    with _autocast(run):
+        loss = run.loss(run.model(data), target)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+    clip_grad_norm_(run.network.parameters(), run.plan.optimizer.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss.detach()
+
+
+def _autocast(run: Run) -> AbstractContextManager:
+    # the Mamba layers switch themselves back to float32 (SPEC §6)
+    return torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else nullcontext()
+
+
+@torch.no_grad()
+def _validate_epoch(run: Run, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, torch.Tensor]:
+    """Mean validation loss and the ``(3, K-1)`` TP/FP/FN counts of the full-resolution output, over ranks."""
+    total = torch.zeros(2, dtype=torch.float64, device=run.device)
+    counts = torch.zeros(3, run.plan.num_classes - 1, dtype=torch.int64, device=run.device)
+    for data, target in batches:
+        data, target = data.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True)
+        with _autocast(run):
+            outputs = run.model(data)
+            loss = run.loss(outputs, target)
+        total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
+        counts += confusion_counts(outputs[0], target, run.plan.ignore_label)
+    total, counts = sum_over_ranks(total, run.context), sum_over_ranks(counts, run.context)
+    return float(total[0] / total[1]), counts
+
+
+def _end_epoch(run: Run, record: EpochRecord) -> None:
+    """EMA, history, log lines, progress.png, then the checkpoints (rank 0; the others wait)."""
+    progress = run.progress
+    progress.ema = record["ema"] = update_ema(progress.ema, record["mean"])
+    progress.history.append(record)
+    progress.epoch += 1
+    improved = progress.ema is not None and (progress.best_ema is None or progress.ema > progress.best_ema)
+    if improved:
+        progress.best_ema = progress.ema
+    run.log.record_epoch(record, progress.history)
+    if run.context.is_main:
+        state = _checkpoint(run)
+        if improved:
+            save_checkpoint(run.folder / BEST, state)
+            run.log.line(f"new best EMA pseudo-Dice {progress.best_ema:.4f}")
+        save_checkpoint(run.folder / LATEST, state)
+    barrier(run.context)
+
+
+def _checkpoint(run: Run) -> dict[str, Any]:
+    """The checkpoint dict of notes/interfaces.md for the run as it stands."""
+    progress = run.progress
+    return {
+        "model": run.network.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "scheduler": {"epoch": progress.epoch, "lr": run.optimizer.param_groups[0]["lr"]},
+        "epoch": progress.epoch,
+        "best_ema": progress.best_ema,
+        "ema": progress.ema,
+        "history": progress.history,
+        "rng": capture_rng_state(),
+        "plan": run.plan.to_json(),
+        "fold": run.fold,
+        "seed": run.seed,
+        "clinix_version": __version__,
+        "mirror_axes": list(AugmentationSettings().mirror_axes),
+    }
+
+
+def _final_validation(run: Run, workdir: Path, val_ids: list[str], tta: bool) -> tuple[Path, float | None]:
+    run.log.line(f"final validation of {len(val_ids)} cases (sliding window, TTA {'on' if tta else 'off'})", echo=True)
+    summary, means = validate_fold(workdir, run.plan, _checkpoint(run), val_ids, run.folder, run.device, tta)
+    dice = means.get("DSC")
+    run.log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary}", echo=True)
+    return summary, dice

@@ -1,0 +1,110 @@
+"""Validation: the pseudo-Dice of every epoch and the full validation after the last (reference §5.6).
+
+Pseudo-Dice: the full-resolution output's argmax, one-hot; TP, FP and FN per foreground class summed over
+every validation batch of the epoch (as if one image), then ``2TP / (2TP + FP + FN)``, NaN for a class
+absent from both prediction and target. The epoch's score is the nanmean over foreground classes; its
+exponential moving average ``0.9·previous + 0.1·new`` (the first epoch's value itself) picks the best
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clinix.infer import Predictor
+from clinix.io.dataset import Dataset, open_dataset
+from clinix.io.image import write_image
+from clinix.metrics import evaluate_folders, write_report
+from clinix.plan.model import Plan
+from clinix.preprocess import load_case, restore_label_map
+
+EMA_MOMENTUM = 0.9
+VALIDATION_DIR = "validation"
+SUMMARY_FILE = "summary.json"
+
+
+def confusion_counts(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None) -> torch.Tensor:
+    """``(3, K-1)`` int64: TP, FP, FN per foreground class of logits ``(B, K, Z, Y, X)``.
+
+    ``target`` is the label map ``(B, 1, Z, Y, X)`` or ``(B, Z, Y, X)``; voxels with ``ignore_label``
+    count nowhere.
+    """
+    labels = target[:, 0] if target.ndim == logits.ndim else target
+    predicted = logits.argmax(1)
+    annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
+    counts = torch.zeros(3, logits.shape[1] - 1, dtype=torch.int64, device=logits.device)
+    for column, label in enumerate(range(1, logits.shape[1])):
+        is_predicted, is_target = (predicted == label) & annotated, (labels == label) & annotated
+        counts[0, column] = (is_predicted & is_target).sum()
+        counts[1, column] = (is_predicted & ~is_target).sum()
+        counts[2, column] = (~is_predicted & is_target).sum()
+    return counts
+
+
+def pseudo_dice(counts: torch.Tensor) -> list[float]:
+    """``2TP / (2TP + FP + FN)`` per class of ``(3, K-1)`` counts; NaN where the denominator is 0."""
+    tp, fp, fn = (row.double().tolist() for row in counts)
+    return [2 * t / (2 * t + p + n) if 2 * t + p + n > 0 else math.nan for t, p, n in zip(tp, fp, fn, strict=True)]
+
+
+def mean_dice(per_class: Sequence[float]) -> float:
+    """nanmean over classes; NaN when every class is NaN."""
+    finite = [value for value in per_class if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def update_ema(previous: float | None, value: float) -> float | None:
+    """``0.9·previous + 0.1·value``; the first value starts the average; a NaN value changes nothing."""
+    if math.isnan(value):
+        return previous
+    if previous is None:
+        return value
+    return EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * value
+
+
+def validate_fold(
+    workdir: Path,
+    plan: Plan,
+    checkpoint: dict[str, Any],
+    case_ids: Sequence[str],
+    folder: Path,
+    device: torch.device,
+    tta: bool,
+) -> tuple[Path, dict[str, float]]:
+    """Predict the fold's validation cases in full with ``checkpoint``, write them in their original
+    geometry, evaluate.
+
+    Writes ``folder/validation/<case>.nii.gz`` and ``folder/validation/summary.json`` (+ ``.csv``) and
+    returns the summary's path and its mean over classes per metric (``{"DSC": ..., "IoU": ...}``).
+    """
+    output = folder / VALIDATION_DIR
+    output.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(plan, [checkpoint], device=device, tta=tta)
+    for case_id in case_ids:
+        data, _, properties = load_case(workdir, case_id, mmap=False)
+        probabilities = predictor.predict_preprocessed(data)
+        labels = restore_label_map(probabilities, properties, plan)
+        write_image(output / f"{case_id}.nii.gz", labels, properties.geometry, is_label=True)
+    dataset = open_dataset(plan.dataset_root)
+    with tempfile.TemporaryDirectory(prefix="clinix-reference-") as references:
+        _link_references(dataset, case_ids, Path(references))
+        summary = evaluate_folders(output, references, dataset_json=dataset.root / "dataset.json", workers=1)
+    summary_path, _ = write_report(summary, output / SUMMARY_FILE)
+    return summary_path, summary.foreground_mean
+
+
+def _link_references(dataset: Dataset, case_ids: Sequence[str], folder: Path) -> None:
+    """Links ``folder/<case>.<ending>`` to the reference labels of ``case_ids`` only.
+
+    The evaluation then scores exactly the validation cases instead of reporting the training cases'
+    predictions as missing.
+    """
+    for case_id in case_ids:
+        os.symlink(dataset.case(case_id).label.resolve(), folder / f"{case_id}{dataset.file_ending}")
