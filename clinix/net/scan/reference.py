@@ -26,13 +26,15 @@ def selective_scan_reference(
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    batch, d_inner, length = u.shape
+    batch, d_inner, _ = u.shape
     state = u.new_zeros(batch, d_inner, A.shape[1])
     outputs = []
-    for t in range(length):
-        decay = torch.exp(delta[:, :, t, None] * A)  # (B, D, N)
-        state = decay * state + (delta[:, :, t] * u[:, :, t])[:, :, None] * B[:, None, :, t]
-        outputs.append((state * C[:, None, :, t]).sum(-1))
+    # unbind once: indexing [..., t] inside the loop would make the backward pass O(L²) (every
+    # index's gradient is a zero-filled tensor of the full input's size).
+    for u_t, delta_t, B_t, C_t in zip(u.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1), strict=True):
+        decay = torch.exp(delta_t[:, :, None] * A)  # (B, D, N)
+        state = decay * state + (delta_t * u_t)[:, :, None] * B_t[:, None, :]
+        outputs.append((state * C_t[:, None, :]).sum(-1))
     y = torch.stack(outputs, dim=-1)
     if D is not None:
         y = y + D[:, None] * u
