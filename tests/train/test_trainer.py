@@ -25,10 +25,6 @@ from clinix.train.trainer import RESULTS_DIR, train_fold
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
 TINY_RUN = {"device": "cpu", "workers": 1, "echo": False, "tta": False}
-# The C++ scan kernel's backward adds per-thread partial sums whose split over threads varies from run to
-# run (OpenMP schedule(dynamic)); the pure-PyTorch scan is deterministic, so the runs compared bit for bit
-# use it: what is tested is that the trainer's own random streams and state make resumption exact.
-SCAN_BACKEND_ENV, DETERMINISTIC_SCAN = "CLINIX_SCAN_BACKEND", "chunked"
 
 
 def build_tiny_workdir(root: Path) -> Path:
@@ -72,9 +68,7 @@ def workdir(prepared: Path, tmp_path: Path) -> Path:
 def straight_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fold 0 trained for 3 epochs without interruption, validated without TTA; returns the workdir."""
     workdir = Path(shutil.copytree(prepared, tmp_path_factory.mktemp("straight") / "work"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SCAN_BACKEND_ENV, DETERMINISTIC_SCAN)
-        train_fold(workdir, 0, **TINY_RUN)
+    train_fold(workdir, 0, **TINY_RUN)
     return workdir
 
 
@@ -140,7 +134,6 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(straight_run: Path, 
             raise SimulatedKill
         return real_step(run, data, target)
 
-    monkeypatch.setenv(SCAN_BACKEND_ENV, DETERMINISTIC_SCAN)
     monkeypatch.setattr(trainer, "train_step", step_then_die)
     with pytest.raises(SimulatedKill):
         train_fold(workdir, 0, **TINY_RUN, validation=False)
