@@ -37,10 +37,11 @@ CUDA_OVERHEAD_GB = 1.0
 # Under CUDA autocast, convolutions save half-precision tensors while norms and the Mamba layers stay in
 # float32. Assumed, not measured here (no GPU on the build machines): 0.6 of the fp32 activation bytes.
 AMP_ACTIVATION_FACTOR = 0.6
-# Forward+backward ≈ 3x the forward FLOPs. Effective fp32 conv throughput of a 2-core CPU, measured with
-# small channel counts (4-33 GFLOP/s for 16-64 channels, bench/plan_cpu.py); the low end is used.
+# Forward+backward ≈ 3x the forward FLOPs. Effective throughput of a whole training step on a quiet 2-core
+# CPU, measured by bench/plan_cpu.py: 41 GFLOP/s for the thin CPU-plan network (8..64 features), 94 for a
+# full-width one; thin layers use the cores worst, so a figure below the thin network's is used.
 TRAINING_FLOPS_FACTOR = 3.0
-CPU_EFFECTIVE_FLOPS = 8e9
+CPU_EFFECTIVE_FLOPS = 30e9
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Checkpoints: one plain dict, written atomically, read back with ``torch.load(weights_only=True)``.
 
-Keys (notes/interfaces.md): ``model`` (the unwrapped network's state_dict), ``optimizer``, ``scaler``
+Keys: ``model`` (the unwrapped network's state_dict), ``optimizer``, ``scaler``
 (GradScaler state or None), ``scheduler`` ({"epoch", "lr"}), ``epoch`` (completed epochs), ``best_ema``,
 ``ema``, ``history`` (one metrics dict per completed epoch), ``rng`` (torch/numpy/python states in plain
 form), ``plan`` (plans.json content), ``fold``, ``seed``, ``clinix_version``, ``mirror_axes``. Only

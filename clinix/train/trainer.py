@@ -409,7 +409,7 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
 
 
 def _checkpoint(run: Run) -> dict[str, Any]:
-    """The checkpoint dict of notes/interfaces.md for the run as it stands."""
+    """The checkpoint dict (keys in clinix.train.checkpoint) for the run as it stands."""
     progress = run.progress
     return {
         "model": run.network.state_dict(),
