@@ -50,6 +50,7 @@ def test_cpu_plan_keeps_within_its_iteration_budget_by_structure() -> None:
     assert max(plan.network["features"]) <= 128
     assert plan.batch_size == 2
     assert plan.seconds_per_iteration_budget == 2.0
+    assert plan.optimizer.lr == 1e-3  # the short CPU schedule
     assert cost_of(plan).cpu_seconds_per_iteration(plan.patch_size, plan.batch_size) <= 2.0
     assert math.prod(plan.patch_size) < 64 * 160 * 160
 
@@ -62,6 +63,7 @@ def test_gpu_plan_fits_the_memory_target_and_fills_it_with_batch() -> None:
     assert cost.training_memory_gb(plan.patch_size, plan.batch_size + 1, "cuda") > 8.0 or plan.batch_size > 2
     assert plan.batch_size >= 2
     assert plan.network["features"][:3] == [32, 64, 128]
+    assert (plan.optimizer.name, plan.optimizer.lr, plan.optimizer.weight_decay) == ("adam", 1e-4, 1e-5)
 
 
 def test_batch_is_capped_at_five_percent_of_the_dataset() -> None:
@@ -79,10 +81,16 @@ def test_block_map_follows_eq_11() -> None:
     assert plan.network["orders"][:early] == [min(s + 2, 6) for s in range(early)]
 
 
+def hgcn_stages(shape: Fingerprint) -> int:
+    plan = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice")
+    return plan.network["block_map"].count("hgcn")
+
+
 def test_orders_override_and_arch_are_stored() -> None:
     shape = fingerprint([64, 128, 128], [1.0, 1.0, 1.0])
-    plan = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [3, 3])
-    assert [n for n in plan.network["orders"] if n is not None] == [3, 3]
+    count = hgcn_stages(shape)
+    plan = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [3] * count)
+    assert [n for n in plan.network["orders"] if n is not None] == [3] * count
     assert (plan.arch, plan.loss) == ("mambaclinix", "ce-dice")
 
 
@@ -110,8 +118,10 @@ def test_images_smaller_than_a_pooling_step_still_get_two_stages() -> None:
 
 
 def test_an_order_too_high_for_the_width_is_a_user_error() -> None:
+    shape = fingerprint([64, 128, 128], [1.0] * 3)
+    orders = [4] * hgcn_stages(shape)  # stage 0 has 8 features: hgConv width 4 takes order 3 at most
     with pytest.raises(ClinixError, match="hgConv of order 4 needs a width divisible by"):
-        make_plan(fingerprint([64, 128, 128], [1.0] * 3), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [4, 4])
+        make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", orders)
 
 
 def test_unknown_loss_and_arch_are_user_errors(tmp_path: Path) -> None:
