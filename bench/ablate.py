@@ -18,7 +18,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -55,10 +54,10 @@ def run_variant(base_work: Path, root: Path, name: str, plan: Plan, epochs: int,
     (work / "preprocessed").symlink_to(base_work / "preprocessed")
     shutil.copy(base_work / "fingerprint.json", work / "fingerprint.json")
     write_json(work / "plans.json", plan.to_json())
-    start = time.perf_counter()
     result = train_fold(work, 0, device="cpu", epochs=epochs, iterations=iterations, val_iterations=2,
                         seed=0, tta=False, echo=False)
-    seconds = time.perf_counter() - start
+    records = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
+    seconds = sum(record["seconds"] for record in records)  # the epochs (training + validation iterations)
     summary = json.loads(result.validation_summary.read_text()) if result.validation_summary else {}
     per_class = summary.get("per_class", {})
     cost = measure_cost(plan.arch, NetworkConfig.from_dict(plan.network))
@@ -103,7 +102,7 @@ def main() -> None:
             rows.append(run_variant(base_work, root, f"loss-{loss}", plan, epochs, iterations))
     _add_ratios(rows, "arch-resunet", "arch-")
     _add_ratios(rows, "loss-ce-dice", "loss-")
-    Console(stderr=True).print(_table(rows))
+    Console(stderr=True, width=160).print(_table(rows))
     json.dump({"benchmark": "ablate", "epochs": epochs, "iterations": iterations, "rows": rows}, sys.stdout, indent=2)
     print()
 
