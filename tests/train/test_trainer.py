@@ -16,7 +16,7 @@ from clinix.cli import app
 from clinix.data import write_phantom_dataset
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
-from clinix.plan import plan_experiment
+from clinix.plan import load_plan, plan_experiment
 from clinix.preprocess import preprocess_dataset
 from clinix.train import trainer
 from clinix.train.checkpoint import CHECKPOINT_KEYS
@@ -98,7 +98,8 @@ def test_metrics_hold_one_line_per_epoch_with_the_poly_rate_and_the_ema(straight
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     assert set(metrics[0]) == {"epoch", "train_loss", "val_loss", "pseudo_dice", "mean", "ema", "lr", "seconds"}
     assert set(metrics[0]["pseudo_dice"]) == {"organ", "tumour"}
-    assert [m["lr"] for m in metrics] == pytest.approx([1e-4, 1e-4 * (2 / 3) ** 0.9, 1e-4 * (1 / 3) ** 0.9])
+    lr0 = load_plan(straight_run).optimizer.lr
+    assert [m["lr"] for m in metrics] == pytest.approx([lr0, lr0 * (2 / 3) ** 0.9, lr0 * (1 / 3) ** 0.9])
     assert metrics[0]["ema"] == metrics[0]["mean"]
     assert metrics[1]["ema"] == pytest.approx(0.9 * metrics[0]["ema"] + 0.1 * metrics[1]["mean"])
 
