@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clinix.errors import ClinixError
-from clinix.infer.models import read_checkpoint
 from clinix.plan.model import CONFIGURATION
+from clinix.train.checkpoint import load_checkpoint
 
 CHECKPOINTS = ("final", "best")
 FoldName = int | str  # 0..4 or "all"
@@ -70,7 +70,7 @@ def _best_fold(workdir: Path, folds: list[FoldName], checkpoint: str) -> FoldNam
     """The fold whose checkpoint stores the highest ``best_ema`` (ties: the lowest fold)."""
     scores = {}
     for fold in folds:
-        value = read_checkpoint(checkpoint_path(workdir, fold, checkpoint)).get("best_ema")
+        value = load_checkpoint(checkpoint_path(workdir, fold, checkpoint), mmap=True).get("best_ema")
         if isinstance(value, (int, float)) and math.isfinite(value):
             scores[fold] = float(value)
     if not scores:

@@ -10,7 +10,6 @@ optimizer state stored beside them is never read.
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch import nn
 
 from clinix.errors import ClinixError
 from clinix.plan.model import Plan
+from clinix.train.checkpoint import load_checkpoint
 
 ALL_AXES = (0, 1, 2)
 ModelEntry = str | Path | dict | nn.Module
@@ -51,27 +51,12 @@ class ModelSource:
         return None if self.network is None else int(self.network["num_classes"])
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` a checkpoint memory-mapped with ``weights_only=True`` (a checkpoint never runs code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClinixError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ClinixError(f"{path}: cannot be loaded as a clinix checkpoint ({first_line[:160]})") from None
-    if not isinstance(checkpoint, dict):
-        raise ClinixError(f"{path}: is not a clinix checkpoint (no dict inside)")
-    return checkpoint
-
-
 def model_source(entry: ModelEntry, plan: Plan, index: int) -> ModelSource:
     """Describe one ensemble member (module docstring); a checkpoint file is opened here."""
     if isinstance(entry, nn.Module):
         return ModelSource(f"model {index}", ALL_AXES, module=entry)
     if isinstance(entry, (str, Path)):
-        return _checkpoint_source(read_checkpoint(entry), str(entry))
+        return _checkpoint_source(load_checkpoint(entry, mmap=True), str(entry))
     if isinstance(entry.get("model"), dict):
         return _checkpoint_source(entry, f"model {index}")
     return ModelSource(f"model {index}", ALL_AXES, plan.arch, plan.network, weights=entry)

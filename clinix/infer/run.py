@@ -16,11 +16,11 @@ from clinix.errors import ClinixError
 from clinix.infer.export import output_files, write_label_map, write_probabilities
 from clinix.infer.folds import FoldName, select_fold_checkpoints
 from clinix.infer.inputs import InputCase, discover_inputs, read_input_case
-from clinix.infer.models import read_checkpoint
 from clinix.infer.predictor import Predictor
 from clinix.parallel import progress_bar
 from clinix.plan.model import Plan
 from clinix.preprocess import restore_label_map, restore_probabilities
+from clinix.train.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -59,7 +59,7 @@ def load_predictor(
     The plan comes from the first fold's checkpoint, the one the models were trained with.
     """
     selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
-    plan = Plan.from_json(read_checkpoint(selected[0][1])["plan"])
+    plan = Plan.from_json(load_checkpoint(selected[0][1], mmap=True)["plan"])
     return Predictor(plan, [path for _, path in selected], device, tta, step, batch_tiles)
 
 

@@ -48,17 +48,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict of ``path``, loaded with ``weights_only=True``; a ClinixError if unusable."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of ``path``, loaded with ``weights_only=True``; a ClinixError if unusable.
+
+    ``mmap`` maps the file instead of reading it (inference reads only the weights it needs).
+    """
     path = Path(path)
     if not path.is_file():
         raise ClinixError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        raise ClinixError(f"{path}: not loadable as plain data, refused ({str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError) as error:
-        raise ClinixError(f"{path}: unreadable checkpoint ({error})") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClinixError(
+            f"{path}: cannot be loaded as a clinix checkpoint: not plain data, refused ({first_line[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClinixError(f"{path}: cannot be loaded as a clinix checkpoint ({first_line[:160]})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ClinixError(f"{path}: not a clinix checkpoint (no 'model' entry)")
     return state
