@@ -433,5 +433,5 @@ def _final_validation(run: Run, workdir: Path, val_ids: list[str], tta: bool) ->
     run.log.line(f"final validation of {len(val_ids)} cases (sliding window, TTA {'on' if tta else 'off'})", echo=True)
     summary, means = validate_fold(workdir, run.plan, _checkpoint(run), val_ids, run.folder, run.device, tta)
     dice = means.get("DSC")
-    run.log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary}", echo=True)
+    run.log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary}")  # the CLI prints it
     return summary, dice
