@@ -82,11 +82,19 @@ class Dataset:
                 return case
         raise DatasetError(self.root, f"no case named {case_id!r}")
 
+    def read_images(self, case: Case) -> tuple[np.ndarray, Geometry]:
+        """A case's channels stacked to ``(C, Z, Y, X)`` float32, and the geometry of channel 0."""
+        arrays = [read_image(path) for path in case.images]
+        try:
+            image = np.concatenate([a for a, _ in arrays], axis=0)
+        except ValueError:  # channels of different shapes cannot be stacked
+            shapes = [a.shape[1:] for a, _ in arrays]
+            raise DatasetError(case.images[0], f"channels of case {case.case_id!r} differ in shape {shapes}") from None
+        return image, arrays[0][1]
+
     def read_case(self, case: Case) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
         """Read a case: image ``(C, Z, Y, X)`` float32, label ``(Z, Y, X)`` int or None, geometry of channel 0."""
-        arrays = [read_image(path) for path in case.images]
-        geometry = arrays[0][1]
-        image = np.concatenate([a for a, _ in arrays], axis=0)
+        image, geometry = self.read_images(case)
         label = read_label(case.label)[0] if case.label is not None else None
         return image, label, geometry
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from clinix.errors import DatasetError
 from clinix.io.dataset import Case, Dataset, Problem, parse_dataset
-from clinix.io.image import Geometry, read_geometry, read_image, read_label
+from clinix.io.image import Geometry, read_geometry, read_label
 from clinix.parallel import default_workers, map_cases
 
 SPACING_RTOL = 1e-5
@@ -55,7 +55,7 @@ def check_case(dataset: Dataset, case: Case, keep_arrays: bool = False) -> CaseC
     _compare_geometry(headers, check.problems)
     if not check.ok:
         return check
-    image = np.concatenate([read_image(path)[0] for path in case.images], axis=0)
+    image, _ = dataset.read_images(case)
     bad = int(np.count_nonzero(~np.isfinite(image)))
     if bad:
         check.problems.append(Problem("error", case.images[0], f"image has {bad} NaN or infinite voxels"))

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clinix.errors import ClinixError, DatasetError
+from clinix.errors import ClinixError
 from clinix.io.atomic import atomic_path, write_json
 from clinix.io.dataset import Case, Dataset, open_dataset
-from clinix.io.image import Geometry
 from clinix.parallel import default_workers, map_cases
 from clinix.plan.model import CONFIGURATION, Plan, load_plan
 from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
@@ -90,17 +89,10 @@ def _is_finished(folder: Path, case_id: str, digest: str) -> bool:
 def _preprocess_item(item: tuple[Dataset, Case, Plan, Path]) -> CaseResult:
     dataset, case, plan, folder = item
     start = time.perf_counter()
-    image, label, geometry = _read(dataset, case)
+    image, label, geometry = dataset.read_case(case)
     data, seg, properties = preprocess_case(image, label, geometry, plan, case.case_id)
     save_case(folder, data, seg, properties)
     return CaseResult(case.case_id, properties.shape_after_resampling, time.perf_counter() - start)
-
-
-def _read(dataset: Dataset, case: Case) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
-    try:
-        return dataset.read_case(case)
-    except ValueError as error:  # channels of different shapes cannot be stacked
-        raise DatasetError(case.images[0], f"case {case.case_id!r} cannot be read ({error})") from None
 
 
 def save_case(folder: Path, data: np.ndarray, seg: np.ndarray | None, properties: CaseProperties) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
@@ -204,3 +205,14 @@ def write_msd(root: Path, modalities: int, channels_in_file: int) -> Path:
     }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
+
+
+def test_channels_of_different_shapes_are_one_error_naming_the_case(tmp_path: Path) -> None:
+    from clinix.errors import DatasetError
+    from clinix.io.dataset import open_dataset
+
+    root = write_nnunet(tmp_path / "d", channels=2)
+    write_image(root / "imagesTr" / "case01_0001.nii.gz", np.zeros((6, 8, 9)), GEOMETRY)
+    dataset = open_dataset(root)
+    with pytest.raises(DatasetError, match=r"channels of case 'case01' differ in shape"):
+        dataset.read_case(dataset.case("case01"))
