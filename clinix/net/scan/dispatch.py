@@ -138,20 +138,25 @@ def selective_scan(
     if backend == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dtype = functools.reduce(torch.promote_types, (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype), torch.float32)
+    # One dtype and a contiguous layout for every operand, once, here: PyTorch's CPU kernels take other
+    # code paths (vectorised or not) for strided tensors, and the result must not depend on the caller's
+    # strides, bit for bit, on any instruction set.
+    u_c, delta_c, A_c, B_c, C_c, D_c, z_c, bias_c = (
+        None if t is None else t.to(dtype).contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)
+    )
     library = cpu_kernel() if backend == "cpu-kernel" and dtype == torch.float32 else None
     if library is not None:
-        operands = (None if t is None else t.float().contiguous() for t in (u, delta, A, B, C, D, z, delta_bias))
-        return KernelScan.apply(*operands, delta_softplus, library.handle).to(u.dtype)
-    u_c, delta_c, A_c, B_c, C_c = (t.to(dtype) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta_c = delta_c + delta_bias.to(dtype)[:, None]
+        y = KernelScan.apply(u_c, delta_c, A_c, B_c, C_c, D_c, z_c, bias_c, delta_softplus, library.handle)
+        return y.to(u.dtype)
+    if bias_c is not None:
+        delta_c = delta_c + bias_c[:, None]
     if delta_softplus:
         delta_c = F.softplus(delta_c)
     y = ChunkedScan.apply(u_c, delta_c, A_c, B_c, C_c)
-    if D is not None:
-        y = y + D.to(dtype)[:, None] * u_c
-    if z is not None:
-        y = y * F.silu(z.to(dtype))
+    if D_c is not None:
+        y = y + D_c[:, None] * u_c
+    if z_c is not None:
+        y = y * F.silu(z_c)
     return y.to(u.dtype)
 
 
