@@ -17,6 +17,7 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 demo: install
@@ -24,6 +25,7 @@ demo: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) clinix_work .pytest_cache

@@ -43,8 +43,9 @@ def variant_plan(base: Plan, arch: str | None = None, loss: str | None = None) -
         network = config_for_arch(
             arch, network.in_channels, network.num_classes, network.features, network.kernel_sizes, network.strides
         )
-    return Plan.from_json({**base.to_json(), "arch": arch or base.arch, "loss": loss or base.loss,
-                           "network": network.to_dict()})
+    return Plan.from_json(
+        {**base.to_json(), "arch": arch or base.arch, "loss": loss or base.loss, "network": network.to_dict()}
+    )
 
 
 def run_variant(base_work: Path, root: Path, name: str, plan: Plan, epochs: int, iterations: int) -> dict:
@@ -54,8 +55,9 @@ def run_variant(base_work: Path, root: Path, name: str, plan: Plan, epochs: int,
     (work / "preprocessed").symlink_to(base_work / "preprocessed")
     shutil.copy(base_work / "fingerprint.json", work / "fingerprint.json")
     write_json(work / "plans.json", plan.to_json())
-    result = train_fold(work, 0, device="cpu", epochs=epochs, iterations=iterations, val_iterations=2,
-                        seed=0, tta=False, echo=False)
+    result = train_fold(
+        work, 0, device="cpu", epochs=epochs, iterations=iterations, val_iterations=2, seed=0, tta=False, echo=False
+    )
     records = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
     seconds = sum(record["seconds"] for record in records)  # the epochs (training + validation iterations)
     summary = json.loads(result.validation_summary.read_text()) if result.validation_summary else {}
@@ -89,8 +91,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = write_phantom_dataset(root / "phantom", cases=5 if args.quick else 8, test_cases=0,
-                                     size="tiny" if args.quick else "default")
+        data = write_phantom_dataset(
+            root / "phantom", cases=5 if args.quick else 8, test_cases=0, size="tiny" if args.quick else "default"
+        )
         base_work = root / "base"
         plan_experiment(data, base_work, device="cpu", workers=1)
         preprocess_dataset(base_work, workers=1)
@@ -124,8 +127,11 @@ def _table(rows: list[dict]) -> Table:
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["variant"], f"{row['parameters'] / 1e6:.2f}", f"{row['seconds_per_iteration']:.2f}",
-            *(_cell(row["dsc"].get(c)) for c in classes), *(_cell(row["recall"].get(c)) for c in classes),
+            row["variant"],
+            f"{row['parameters'] / 1e6:.2f}",
+            f"{row['seconds_per_iteration']:.2f}",
+            *(_cell(row["dsc"].get(c)) for c in classes),
+            *(_cell(row["recall"].get(c)) for c in classes),
         )
     return table
 

@@ -74,4 +74,3 @@ def _call(fn: Callable[[T], R], item: T, name_of: Callable[[T], str]) -> R:
         if isinstance(error, ClinixError):
             raise
         raise RuntimeError(f"{name_of(item)}: {type(error).__name__}: {error}") from error
-

@@ -29,8 +29,22 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run("validate", str(data), "-j", "1")
     run("plan", str(data), "-w", str(work), "--device", "cpu", "-j", "1")
     run("preprocess", "-w", str(work), "-j", "1")
-    run("train", "--fold", "0", "-w", str(work), "--epochs", "2", "--iters", "2", "--val-iters", "1",
-        "--fast-validation", "-j", "1")
+    run(
+        "train",
+        "--fold",
+        "0",
+        "-w",
+        str(work),
+        "--epochs",
+        "2",
+        "--iters",
+        "2",
+        "--val-iters",
+        "1",
+        "--fast-validation",
+        "-j",
+        "1",
+    )
     run("predict", str(data / "imagesTs"), str(root / "predictions"), "-w", str(work), "--no-tta")
     run("evaluate", str(root / "predictions"), str(data / "labelsTs"), "-j", "1")
     return root

@@ -45,9 +45,7 @@ def evaluate(
         show_default=False,
     ),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score a missing prediction as empty."),
-    nsd_tol: float = typer.Option(
-        DEFAULT_NSD_TOLERANCE_MM, "--nsd-tol", min=0.0, help="NSD tolerance in mm."
-    ),
+    nsd_tol: float = typer.Option(DEFAULT_NSD_TOLERANCE_MM, "--nsd-tol", min=0.0, help="NSD tolerance in mm."),
     ignore_label: int = typer.Option(
         None,
         "--ignore-label",

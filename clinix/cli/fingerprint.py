@@ -44,4 +44,3 @@ def fingerprint(
             f"p0.5 {stats['percentile_00_5']:.4g}, p99.5 {stats['percentile_99_5']:.4g}"
         )
     console.print(f"wrote {path}")
-

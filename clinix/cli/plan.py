@@ -41,8 +41,14 @@ def plan(
     from clinix.plan import plan_experiment
 
     result, path = plan_experiment(
-        dataset, resolve_workdir(workdir), memory_gb=memory_gb, device=device, arch=arch, loss=loss,
-        orders=None if orders is None else options.parse_int_list("--orders", orders), workers=workers,
+        dataset,
+        resolve_workdir(workdir),
+        memory_gb=memory_gb,
+        device=device,
+        arch=arch,
+        loss=loss,
+        orders=None if orders is None else options.parse_int_list("--orders", orders),
+        workers=workers,
     )
     console = Console()
     console.print(plan_table(result))

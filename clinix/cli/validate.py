@@ -23,8 +23,6 @@ def validate(
     for problem in report.problems:
         style = "red" if problem.severity == "error" else "yellow"
         console.print(f"[{style}]{problem.severity}[/{style}]: {problem.path}: {problem.message}", markup=True)
-    console.print(
-        f"{report.cases_checked} cases checked: {len(report.errors)} errors, {len(report.warnings)} warnings"
-    )
+    console.print(f"{report.cases_checked} cases checked: {len(report.errors)} errors, {len(report.warnings)} warnings")
     if report.errors:
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -317,4 +317,3 @@ def _listed_cases(root: Path, listing: Any, meta_path: Path, problems: list[Prob
         if all(p is not None for p in images):
             cases.append(Case(str(case_id), tuple(p for p in images if p is not None), label))
     return cases
-

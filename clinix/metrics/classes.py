@@ -140,9 +140,7 @@ def _check_classes(classes: list[ClassSpec], ignore_label: int | None) -> None:
         raise ClinixError(f"class names must be unique, got {names}")
     for spec in classes:
         if 0 in spec.labels:
-            raise ClinixError(
-                f"class {spec.name!r} includes label 0, the background; score foreground labels only"
-            )
+            raise ClinixError(f"class {spec.name!r} includes label 0, the background; score foreground labels only")
         if ignore_label is not None and ignore_label in spec.labels:
             raise ClinixError(f"class {spec.name!r} includes the ignore label {ignore_label}")
 

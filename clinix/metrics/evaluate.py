@@ -99,12 +99,8 @@ def score_case_files(job: CaseJob) -> CaseResult:
         classes = job.classes
         if classes is None:  # discovery: score what either map holds, report what the reference holds
             classes = tuple(classes_present([ref, pred], job.ignore_label))
-            result.reference_labels = tuple(
-                spec.labels[0] for spec in classes_present([ref], job.ignore_label)
-            )
-        result.metrics = score_classes(
-            pred, ref, geometry.spacing, classes, job.nsd_tolerance_mm, job.ignore_label
-        )
+            result.reference_labels = tuple(spec.labels[0] for spec in classes_present([ref], job.ignore_label))
+        result.metrics = score_classes(pred, ref, geometry.spacing, classes, job.nsd_tolerance_mm, job.ignore_label)
     except DatasetError as error:
         result.problem = str(error)
     return result
@@ -116,9 +112,7 @@ def _read_prediction(path: Path | None, shape: tuple[int, ...], spacing: tuple[f
         return np.zeros(shape, dtype=np.int16)
     pred_shape, _, pred_geometry = read_geometry(path)
     if tuple(pred_shape) != tuple(shape):
-        raise DatasetError(
-            path, f"shape {tuple(pred_shape)} differs from the reference's {shape}; not resampled"
-        )
+        raise DatasetError(path, f"shape {tuple(pred_shape)} differs from the reference's {shape}; not resampled")
     if not np.allclose(pred_geometry.spacing, spacing, rtol=SPACING_RTOL, atol=SPACING_ATOL):
         problem = f"spacing {pred_geometry.spacing} differs from the reference's {spacing}; not resampled"
         raise DatasetError(path, problem)

@@ -45,9 +45,7 @@ def confusion_counts(pred_mask: np.ndarray, ref_mask: np.ndarray) -> ConfusionCo
     if pred_mask.shape != ref_mask.shape:
         raise ValueError(f"mask shapes differ: {pred_mask.shape} vs {ref_mask.shape}")
     tp = int(np.count_nonzero(pred_mask & ref_mask))
-    return ConfusionCounts(
-        tp=tp, fp=int(np.count_nonzero(pred_mask)) - tp, fn=int(np.count_nonzero(ref_mask)) - tp
-    )
+    return ConfusionCounts(tp=tp, fp=int(np.count_nonzero(pred_mask)) - tp, fn=int(np.count_nonzero(ref_mask)) - tp)
 
 
 def overlap_metrics(counts: ConfusionCounts) -> dict[str, float]:

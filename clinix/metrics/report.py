@@ -62,10 +62,7 @@ def summary_table(summary: EvaluationSummary) -> Table:
 
 
 def _table_values(mean: dict[str, float]) -> list[str]:
-    return [
-        f"{mean[metric]:.{digits}f}" if math.isfinite(mean[metric]) else "-"
-        for metric, _, digits in TABLE_COLUMNS
-    ]
+    return [f"{mean[metric]:.{digits}f}" if math.isfinite(mean[metric]) else "-" for metric, _, digits in TABLE_COLUMNS]
 
 
 def _cell(value: float) -> str:

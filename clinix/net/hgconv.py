@@ -25,8 +25,7 @@ def hgconv_channel_splits(width: int, order: int) -> list[int]:
         raise ValueError(f"hgConv order must be at least 1, got {order}")
     if width % 2 ** (order - 1):
         raise ValueError(
-            f"hgConv of order {order} needs a width divisible by 2^{order - 1} = {2 ** (order - 1)}, "
-            f"got {width}"
+            f"hgConv of order {order} needs a width divisible by 2^{order - 1} = {2 ** (order - 1)}, got {width}"
         )
     return [width // 2 ** (order - 1 - j) for j in range(order)]
 
@@ -58,9 +57,7 @@ class HgConv(nn.Module):
         gated_width = sum(self.splits)
         self.proj_in = conv3d(width, 2 * width, 1)
         self.dwconv = conv3d(gated_width, gated_width, kernel_size, groups=gated_width)
-        self.pointwise = nn.ModuleList(
-            conv3d(d_in, d_out, 1) for d_in, d_out in itertools.pairwise(self.splits)
-        )
+        self.pointwise = nn.ModuleList(conv3d(d_in, d_out, 1) for d_in, d_out in itertools.pairwise(self.splits))
         self.proj_out = conv3d(width, width, 1)
 
     def _combine(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -55,9 +55,7 @@ def _orders_for_arch(arch: str, block_map: Sequence[str], orders: Sequence[int] 
     elif not hgcn_stages:
         raise ClinixError(f"{arch} has no HGCN stages, so orders do not apply")
     elif len(orders) != len(hgcn_stages):
-        raise ClinixError(
-            f"{arch}: {len(orders)} orders given for {len(hgcn_stages)} HGCN stages {hgcn_stages}"
-        )
+        raise ClinixError(f"{arch}: {len(orders)} orders given for {len(hgcn_stages)} HGCN stages {hgcn_stages}")
     per_stage: list[int | None] = [None] * len(block_map)
     for stage, order in zip(hgcn_stages, orders, strict=True):
         per_stage[stage] = int(order)

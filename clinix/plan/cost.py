@@ -58,8 +58,10 @@ class NetworkCost:
     def training_memory_gb(self, patch: list[int] | tuple[int, ...], batch_size: int, device: str) -> float:
         """Peak memory of one training iteration: activations, backward transients, parameter state."""
         voxels = math.prod(patch)
-        activations = batch_size * voxels * (
-            self.saved_bytes_per_voxel + BACKWARD_TRANSIENT_FACTOR * self.largest_saved_bytes_per_voxel
+        activations = (
+            batch_size
+            * voxels
+            * (self.saved_bytes_per_voxel + BACKWARD_TRANSIENT_FACTOR * self.largest_saved_bytes_per_voxel)
         )
         if device == "cuda":
             activations *= AMP_ACTIVATION_FACTOR

@@ -109,8 +109,13 @@ def make_plan(
 
     def network_for(topology: Topology, hgcn_orders: list[int] | None = None) -> tuple[NetworkConfig, NetworkCost]:
         config = config_for_arch(
-            arch, in_channels, num_classes, stage_features(topology.n_stages, profile),
-            topology.kernel_sizes, topology.strides, orders=hgcn_orders,
+            arch,
+            in_channels,
+            num_classes,
+            stage_features(topology.n_stages, profile),
+            topology.kernel_sizes,
+            topology.strides,
+            orders=hgcn_orders,
         )
         return config, measure_cost(arch, config)
 

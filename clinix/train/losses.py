@@ -79,9 +79,7 @@ def _class_maps(
     return probs, onehot
 
 
-def cross_entropy_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, ignore_label: int | None = None
-) -> torch.Tensor:
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_label: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of logits ``(B, K, Z, Y, X)`` over the annotated voxels; 0 when there are none."""
     labels = _label_map(target)
     ignore_index = -100 if ignore_label is None else ignore_label
@@ -289,9 +287,7 @@ class DeepSupervisionLoss(nn.Module):
         self.loss = loss
         self.weights = tuple(weights)
 
-    def forward(
-        self, outputs: Sequence[torch.Tensor], target: torch.Tensor | Sequence[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, outputs: Sequence[torch.Tensor], target: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Scalar ``Σ w_i · loss(output_i, target_i)``."""
         if len(outputs) != len(self.weights):
             raise ValueError(f"{len(outputs)} outputs for {len(self.weights)} deep-supervision weights")

@@ -38,9 +38,7 @@ def test_regions_are_scored_as_unions_of_labels():
     assert (scores["WT"]["TP"], scores["WT"]["FP"], scores["WT"]["FN"]) == (6, 1, 0)
     assert scores["WT"]["DSC"] == 12 / 13 and scores["WT"]["IoU"] == 6 / 7
     # TC: ref x 3..6 (4), pred x 2..7 (6): TP 4, FP 2
-    assert (
-        scores["TC"]["DSC"] == 8 / 10 and scores["TC"]["recall"] == 1.0 and scores["TC"]["precision"] == 4 / 6
-    )
+    assert scores["TC"]["DSC"] == 8 / 10 and scores["TC"]["recall"] == 1.0 and scores["TC"]["precision"] == 4 / 6
     # ET: ref x 5,6, pred x 4..7: TP 2, FP 2
     assert scores["ET"]["DSC"] == 4 / 6
 

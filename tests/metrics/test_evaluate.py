@@ -183,9 +183,7 @@ def test_cli_allow_missing_exits_0_with_dsc_0_for_the_missing_case(tmp_path):
 
 
 def test_cli_shape_mismatch_exits_2_naming_the_case(tmp_path):
-    result = _run(
-        *map(str, _folders(tmp_path, predictions={"case1": _box(), "case2": _box(shape=(4, 5, 7))}))
-    )
+    result = _run(*map(str, _folders(tmp_path, predictions={"case1": _box(), "case2": _box(shape=(4, 5, 7))})))
     assert result.exit_code == 2
     assert "error: case2: " in result.output and "shape (4, 5, 7) differs" in result.output
 

@@ -22,9 +22,7 @@ from clinix.metrics.surface import directed_surface_distances, surface_metrics, 
 SHAPE = (7, 7, 8)
 
 
-def _box_pair(
-    shift_axis: int, shape: tuple[int, ...] = SHAPE, start: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+def _box_pair(shift_axis: int, shape: tuple[int, ...] = SHAPE, start: int = 1) -> tuple[np.ndarray, np.ndarray]:
     a = np.zeros(shape, dtype=bool)
     a[start : start + 4, start : start + 4, start : start + 4] = True
     return a, np.roll(a, 1, axis=shift_axis)
@@ -113,6 +111,4 @@ def test_hd95_matches_medpy_on_a_one_voxel_shift():
     binary = pytest.importorskip("medpy.metric.binary")
     a, b = _box_pair(0)
     spacing = (3.0, 1.0, 1.0)
-    assert surface_metrics(b, a, spacing, 1.0)["HD95"] == pytest.approx(
-        binary.hd95(b, a, voxelspacing=spacing)
-    )
+    assert surface_metrics(b, a, spacing, 1.0)["HD95"] == pytest.approx(binary.hd95(b, a, voxelspacing=spacing))

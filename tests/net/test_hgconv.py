@@ -21,15 +21,21 @@ def _hgcn_formula(channels: int, order: int, taps: int) -> int:
     dims = [t // 2 ** (order - 1 - j) for j in range(order)]
     s = sum(dims)
     return (
-        channels * t + t  # stem
+        channels * t
+        + t  # stem
         + 4 * t  # two LayerNorms
         + t  # layer scale γ
-        + 2 * t * t + 2 * t  # proj_in
-        + taps * s + s  # depthwise conv
+        + 2 * t * t
+        + 2 * t  # proj_in
+        + taps * s
+        + s  # depthwise conv
         + sum(a * b + b for a, b in itertools.pairwise(dims))  # Φ_j
-        + t * t + t  # proj_out
-        + taps * t * channels + channels  # conv1
-        + taps * channels * channels + channels  # conv2
+        + t * t
+        + t  # proj_out
+        + taps * t * channels
+        + channels  # conv1
+        + taps * channels * channels
+        + channels  # conv2
     )
 
 

@@ -106,9 +106,16 @@ def test_residual_mamba_layer_parameter_counts_have_no_skip_scale(channels: int,
     rank = math.ceil(channels / 16)
     formula = (
         2 * channels  # one LayerNorm, used twice
-        + 4 * channels**2 + 10 * channels + 2 * channels * (rank + 32) + 2 * channels * rank + 2 * channels
-        + 32 * channels + 2 * channels + 2 * channels**2  # Mamba (reference §1.7)
-        + channels**2 + channels  # the output Linear
+        + 4 * channels**2
+        + 10 * channels
+        + 2 * channels * (rank + 32)
+        + 2 * channels * rank
+        + 2 * channels
+        + 32 * channels
+        + 2 * channels
+        + 2 * channels**2  # Mamba (reference §1.7)
+        + channels**2
+        + channels  # the output Linear
     )
     with torch.device("meta"):
         layer = ResidualMambaLayer(channels)

@@ -67,8 +67,12 @@ def test_six_stage_shapes_match_the_released_network_at_64_cubed() -> None:
     x = torch.empty(1, 1, 64, 64, 64, device="meta")
     skips = network.encoder(x)
     assert [tuple(s.shape) for s in skips] == [
-        (1, 32, 64, 64, 64), (1, 64, 32, 32, 32), (1, 128, 16, 16, 16),
-        (1, 256, 8, 8, 8), (1, 320, 4, 4, 4), (1, 320, 2, 2, 2),
+        (1, 32, 64, 64, 64),
+        (1, 64, 32, 32, 32),
+        (1, 128, 16, 16, 16),
+        (1, 256, 8, 8, 8),
+        (1, 320, 4, 4, 4),
+        (1, 320, 2, 2, 2),
     ]  # reference §1.6
     assert [tuple(out.shape)[2:] for out in network(x)] == [(64,) * 3, (32,) * 3, (16,) * 3, (8,) * 3, (4,) * 3]
 
@@ -117,8 +121,12 @@ def test_a_gradient_reaches_every_parameter_of_a_tiny_network() -> None:
 def test_an_anisotropic_network_runs_forward_and_backward() -> None:
     torch.manual_seed(0)
     config = config_for_arch(
-        "mambaclinix", 2, 2, [8, 16, 32, 32],
-        [(1, 3, 3), (1, 3, 3), (3, 3, 3), (3, 3, 3)], [(1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2)],
+        "mambaclinix",
+        2,
+        2,
+        [8, 16, 32, 32],
+        [(1, 3, 3), (1, 3, 3), (3, 3, 3), (3, 3, 3)],
+        [(1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2)],
     )
     network = ClinixUNet(config)
     outputs = network(torch.randn(1, 2, 2, 16, 16))

@@ -57,8 +57,12 @@ def test_a_patch_not_divisible_by_the_strides_is_a_clinix_error() -> None:
 
 def test_a_plans_file_describes_the_network_of_its_arch_patch_and_network_keys(tmp_path: Path) -> None:
     config = config_for_arch(
-        "hgcn-uniform-4", 2, 4, [16, 32, 64, 128],
-        [(1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)], [(1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2)],
+        "hgcn-uniform-4",
+        2,
+        4,
+        [16, 32, 64, 128],
+        [(1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)],
+        [(1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2)],
     )
     plans = tmp_path / "plans.json"
     plans.write_text(json.dumps(_plans("hgcn-uniform-4", config, [8, 32, 32])))

@@ -11,8 +11,11 @@ from clinix.net.network import NetworkConfig
 from clinix.net.registry import build_network, config_for_arch
 from clinix.plan.cost import measure_cost, smallest_patch
 
-SIX_STAGES = {"features": [32, 64, 128, 256, 320, 320], "kernel_sizes": [(3, 3, 3)] * 6,
-              "strides": [(1, 1, 1)] + [(2, 2, 2)] * 5}
+SIX_STAGES = {
+    "features": [32, 64, 128, 256, 320, 320],
+    "kernel_sizes": [(3, 3, 3)] * 6,
+    "strides": [(1, 1, 1)] + [(2, 2, 2)] * 5,
+}
 
 
 def tiny(arch: str) -> NetworkConfig:
@@ -65,9 +68,5 @@ def test_memory_grows_linearly_with_patch_and_batch() -> None:
     cost = measure_cost("resunet", tiny("resunet"))
     base = cost.training_memory_gb((16, 16, 16), 2, "cpu")
     parameters_gb = 16 * cost.parameters / 1024**3
-    assert cost.training_memory_gb((32, 16, 16), 2, "cpu") - parameters_gb == pytest.approx(
-        2 * (base - parameters_gb)
-    )
-    assert cost.training_memory_gb((16, 16, 16), 4, "cpu") - parameters_gb == pytest.approx(
-        2 * (base - parameters_gb)
-    )
+    assert cost.training_memory_gb((32, 16, 16), 2, "cpu") - parameters_gb == pytest.approx(2 * (base - parameters_gb))
+    assert cost.training_memory_gb((16, 16, 16), 4, "cpu") - parameters_gb == pytest.approx(2 * (base - parameters_gb))

@@ -22,15 +22,25 @@ def fingerprint(
 ) -> Fingerprint:
     """A hand-built fingerprint: ``cases`` identical cases of ``shape`` at ``spacing``."""
     case = CaseFingerprint(
-        case_id="c", shape=shape, spacing=spacing, origin=[0.0] * 3, direction=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
-        crop_box=[[0, s] for s in shape], shape_after_crop=shape, relative_size_after_crop=kept,
-        label_voxels={}, label_fraction={},
+        case_id="c",
+        shape=shape,
+        spacing=spacing,
+        origin=[0.0] * 3,
+        direction=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+        crop_box=[[0, s] for s in shape],
+        shape_after_crop=shape,
+        relative_size_after_crop=kept,
+        label_voxels={},
+        label_fraction={},
     )
     stats = {"mean": 50.0, "std": 20.0, "median": 45.0, "percentile_00_5": -80.0, "percentile_99_5": 200.0}
     return Fingerprint(
         dataset={
-            "root": "/data/D", "name": "D", "channel_names": list(channels),
-            "labels": {"background": 0, "organ": 1, "tumour": 2}, "ignore_label": None,
+            "root": "/data/D",
+            "name": "D",
+            "channel_names": list(channels),
+            "labels": {"background": 0, "organ": 1, "tumour": 2},
+            "ignore_label": None,
         },
         cases=[case] * cases,
         intensity={str(i): {"name": name, **stats} for i, name in enumerate(channels)},
@@ -97,7 +107,10 @@ def test_orders_override_and_arch_are_stored() -> None:
 def test_ct_channel_uses_dataset_statistics_and_mr_channel_zscores_inside_the_body() -> None:
     plan = make_plan(
         fingerprint([32, 64, 64], [1.0, 1.0, 1.0], channels=("CT", "T2"), kept=0.6),
-        PROFILES["cpu"], 8.0, "resunet", "ce-dice",
+        PROFILES["cpu"],
+        8.0,
+        "resunet",
+        "ce-dice",
     )
     ct, t2 = plan.normalization
     assert (ct.scheme, ct.mean, ct.std, ct.lower, ct.upper) == ("ct", 50.0, 20.0, -80.0, 200.0)

@@ -58,9 +58,7 @@ def test_brats_like_plan_shrinks_to_128_cubed() -> None:
 
 def test_thick_slice_mri_gets_in_plane_kernels_and_pooling() -> None:
     topology, batch = nnunet_plan([3.6, 0.625, 0.625], [20, 320, 320], 3, 20 * 320 * 320 * 32, 8.0)
-    assert topology.strides == (
-        (1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)
-    )
+    assert topology.strides == ((1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2))
     assert topology.kernel_sizes[:3] == ((1, 3, 3), (1, 3, 3), (3, 3, 3))
     assert topology.patch_size == (20, 320, 256)
     assert batch == 2

@@ -122,9 +122,7 @@ def test_symmetric_tversky_on_one_region_is_soft_dice_with_smoothing_scaled_by_v
     # region means are sums / N, so (TP+ε)/(TP+(FP+FN)/2+ε) = (2ΣTP + 2Nε)/(Σp + Σg + 2Nε)
     logits, labels = released_reference_input(classes)
     voxels = 16 * 16 * 28
-    tversky = region_tversky_loss(
-        logits, labels, region_grid=(1, 1, 1), alpha_beta=(0.5, 0.5), batch_dice=batch_dice
-    )
+    tversky = region_tversky_loss(logits, labels, region_grid=(1, 1, 1), alpha_beta=(0.5, 0.5), batch_dice=batch_dice)
     dice = soft_dice_loss(logits, labels, batch_dice=batch_dice, smooth=2 * voxels * EPS)
     assert tversky.item() == pytest.approx(dice.item(), abs=1e-12)
 

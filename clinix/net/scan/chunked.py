@@ -61,9 +61,7 @@ def _time_major(tensor: torch.Tensor, padded_length: int) -> torch.Tensor:
     return out
 
 
-def _chunk_states(
-    start: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor, b_chunk: torch.Tensor
-) -> torch.Tensor:
+def _chunk_states(start: torch.Tensor, decay: torch.Tensor, drive: torch.Tensor, b_chunk: torch.Tensor) -> torch.Tensor:
     """States ``(T, B, D, N)`` of one chunk from its start state ``(B, D, N)``.
 
     ``decay`` (T, B, D, N) holds a_t and is overwritten with the products a_1 ⋯ a_t; ``drive``

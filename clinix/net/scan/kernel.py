@@ -64,7 +64,13 @@ class KernelScan(torch.autograd.Function):
             checkpoints = u.new_empty(batch, channels, -(-length // CHECKPOINT_EVERY), state)
         handle.clinix_scan_forward(
             *map(_address, (u, delta, delta_bias, A, b_time, c_time, D, z, y, checkpoints)),
-            softplus, batch, channels, length, state, CHECKPOINT_EVERY, torch.get_num_threads(),
+            softplus,
+            batch,
+            channels,
+            length,
+            state,
+            CHECKPOINT_EVERY,
+            torch.get_num_threads(),
         )
         ctx.save_for_backward(u, delta, delta_bias, A, b_time, c_time, D, z, checkpoints)
         ctx.softplus, ctx.handle = softplus, handle
@@ -81,7 +87,13 @@ class KernelScan(torch.autograd.Function):
         ctx.handle.clinix_scan_backward(
             *map(_address, (u, delta, delta_bias, A, b_time, c_time, D, z, checkpoints, grad_y)),
             *map(_address, (grad_u, grad_delta, grad_A, grad_b_time, grad_c_time, grad_D, grad_z, grad_bias)),
-            ctx.softplus, batch, channels, length, A.shape[1], CHECKPOINT_EVERY, torch.get_num_threads(),
+            ctx.softplus,
+            batch,
+            channels,
+            length,
+            A.shape[1],
+            CHECKPOINT_EVERY,
+            torch.get_num_threads(),
         )
         grad_B, grad_C = grad_b_time.transpose(1, 2), grad_c_time.transpose(1, 2)
         return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_bias, None, None
