@@ -8,28 +8,55 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from clinix import __version__
-from clinix.errors import ClinixError
+from clinix.errors import ClinixError, ClinixWarning
 
 EXIT_BAD_INPUT = 2
 
 
 class _ClinixGroup(TyperGroup):
-    """Turns user errors into one line and exit 2, whether run from the shell or a test runner."""
+    """Turns user errors into one line each and exit 2, whether run from the shell or a test runner;
+    clinix's warnings become one ``warning:`` line each.
+    """
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _one_line_warnings():
+                return super().invoke(ctx)
         except ClinixError as error:
             if _debug(ctx):
                 raise
-            typer.echo(f"error: {error}", err=True)
+            for line in error.lines():
+                typer.echo(f"error: {line}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each distinct ``ClinixWarning`` once as ``warning: <message>``; other warnings as Python does."""
+    shown: set[str] = set()
+    python_showwarning = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, ClinixWarning):
+            python_showwarning(message, category, *args, **kwargs)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            typer.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = python_showwarning
 
 
 def _debug(ctx: typer.Context) -> bool:

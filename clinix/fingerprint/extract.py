@@ -19,7 +19,7 @@ from scipy import ndimage
 from clinix.errors import ClinixError, DatasetError
 from clinix.io.atomic import write_json
 from clinix.io.dataset import Case, Dataset, Problem, open_dataset
-from clinix.io.validate import check_case
+from clinix.io.validate import case_failure, check_case
 from clinix.parallel import default_workers, map_cases
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -186,13 +186,17 @@ def extract_fingerprint(
     if not dataset.cases:
         raise DatasetError(dataset.root, "no training cases found")
     samples_per_case = max(1, SAMPLED_VOXELS_TOTAL // len(dataset.cases))
-    results = map_cases(
+    outcomes = map_cases(
         _fingerprint_item,
         [(dataset, case, samples_per_case) for case in dataset.cases],
         workers if workers is not None else default_workers(),
         "fingerprint",
         name_of=lambda item: item[1].case_id,
     )
+    results = [
+        outcome.value if outcome.error is None else ([case_failure(dataset, case, outcome.error)], None)
+        for case, outcome in zip(dataset.cases, outcomes, strict=True)
+    ]
     errors = [p for problems, _ in results for p in problems if p.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more problems; run 'clinix validate')" if len(errors) > 1 else ""

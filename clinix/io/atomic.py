@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from clinix import __version__
+
+TEMPORARY_GLOB = ".*.tmp*"  # the names given by atomic_path and atomic_files
 
 
 @contextmanager
@@ -35,6 +38,37 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_files(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``, for a writer that makes several files which name each
+    other (``case.mhd`` and its ``case.zraw``). When the block succeeds every file it wrote is renamed
+    into ``final``'s folder under its own name, ``final`` last, so a complete ``final`` means a complete
+    set; on any exception the folder is removed and nothing is renamed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmpdir", dir=final.parent))
+    try:
+        yield folder
+        written = sorted(folder.iterdir(), key=lambda file: file.name == final.name)
+        if not written or written[-1].name != final.name:
+            raise FileNotFoundError(f"the writer did not create {final.name}")
+        for file in written:
+            os.chmod(file, _default_file_mode())
+            os.replace(file, final.parent / file.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_leftovers(folder: str | Path) -> None:
+    """Delete the temporary files and folders that a killed run left in ``folder``."""
+    for leftover in Path(folder).glob(TEMPORARY_GLOB):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _default_file_mode() -> int:

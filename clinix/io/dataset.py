@@ -7,6 +7,7 @@ stopping at the first; ``open_dataset`` is the strict form the pipeline uses.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from clinix.errors import DatasetError
-from clinix.io.image import Geometry, has_image_ending, read_image, read_label, strip_ending
+from clinix.errors import ClinixError, DatasetError
+from clinix.io.image import Geometry, has_image_ending, read_image, read_label, require_finite, strip_ending
 
 Severity = Literal["error", "warning"]
 NNUNET_REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -32,6 +33,13 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.path}: {self.message}"
+
+    @classmethod
+    def from_error(cls, error: ClinixError, path: Path) -> Problem:
+        """The error-level problem ``error`` reports: a DatasetError's own file, else ``path``."""
+        if isinstance(error, DatasetError):
+            return cls("error", error.path, error.problem)
+        return cls("error", path, str(error))
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class Dataset:
     def read_images(self, case: Case) -> tuple[np.ndarray, Geometry]:
         """A case's channels stacked to ``(C, Z, Y, X)`` float32, and the geometry of channel 0."""
         arrays = [read_image(path) for path in case.images]
+        for path, (array, _) in zip(case.images, arrays, strict=True):
+            require_finite(path, array)
         try:
             image = np.concatenate([a for a, _ in arrays], axis=0)
         except ValueError:  # channels of different shapes cannot be stacked
@@ -155,7 +165,7 @@ def parse_dataset(root: str | Path) -> tuple[Dataset | None, list[Problem]]:
     elif "dataset" in meta:
         cases = _listed_cases(root, meta["dataset"], meta_path, problems)
     else:
-        cases = _nnunet_cases(root, file_ending, problems)
+        cases = _nnunet_cases(root, file_ending, len(channel_names), problems)
 
     num_training = meta["numTraining"]
     if not isinstance(num_training, int) or num_training != len(cases):
@@ -249,37 +259,61 @@ def _is_int_text(text: str) -> bool:
 
 
 def _inside(root: Path, relative: Any, meta_path: Path, problems: list[Problem]) -> Path | None:
-    """Resolve a path from dataset.json; refuse one that leaves the dataset folder."""
+    """A path from dataset.json, inside the dataset folder; one that leaves it (``..``, absolute) is refused.
+
+    A symbolic link inside the folder is followed wherever it points, as in the default layout.
+    """
     if not isinstance(relative, str) or not relative:
         problems.append(Problem("error", meta_path, f"expected a file path, found {relative!r}"))
         return None
-    path = (root / relative).resolve()
+    path = Path(os.path.normpath(root / relative))
     if not path.is_relative_to(root):
         problems.append(Problem("error", meta_path, f"path '{relative}' points outside the dataset folder (refused)"))
         return None
+    _warn_if_link_leaves(root, path, problems)
     return path
 
 
-def _nnunet_cases(root: Path, file_ending: str, problems: list[Problem]) -> list[Case]:
+def _warn_if_link_leaves(root: Path, path: Path, problems: list[Problem]) -> None:
+    """A file that is (or lies under) a symbolic link to outside ``root`` is read, with a warning."""
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        problems.append(Problem("warning", path, f"is a symbolic link to {target}, outside the dataset (followed)"))
+
+
+def _nnunet_cases(root: Path, file_ending: str, num_channels: int, problems: list[Problem]) -> list[Case]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
         problems.append(Problem("error", images_dir, "missing folder imagesTr"))
         return []
     pattern = re.compile(r"(.+)_(\d{4})" + re.escape(file_ending))
     channels: dict[str, dict[int, Path]] = {}
-    for path in sorted(images_dir.iterdir()):
-        if path.name.startswith(".") or not path.name.endswith(file_ending):
-            continue
+    for path in _dataset_files(images_dir, file_ending):
         match = pattern.fullmatch(path.name)
         if match is None:
             problems.append(Problem("error", path, f"image name must be CASE_XXXX{file_ending} (4-digit channel)"))
             continue
+        _warn_if_link_leaves(root, path, problems)
         channels.setdefault(match.group(1), {})[int(match.group(2))] = path
     cases = []
     for case_id, files in sorted(channels.items()):
         label = labels_dir / f"{case_id}{file_ending}"
+        if label.exists():
+            _warn_if_link_leaves(root, label, problems)
         cases.append(Case(case_id, tuple(files[i] for i in sorted(files)), label))
+    for label in _dataset_files(labels_dir, file_ending):
+        case_id = label.name[: -len(file_ending)]
+        if case_id not in channels:
+            missing = ", ".join(f"imagesTr/{case_id}_{c:04d}{file_ending}" for c in range(max(num_channels, 1)))
+            problems.append(Problem("error", label, f"label file without an image: {missing} not found"))
     return cases
+
+
+def _dataset_files(folder: Path, file_ending: str) -> list[Path]:
+    """The files of ``folder`` with ``file_ending``, hidden ones left out, sorted; [] without the folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name.endswith(file_ending))
 
 
 def _msd_cases(root: Path, training: Any, meta_path: Path, problems: list[Problem]) -> list[Case]:

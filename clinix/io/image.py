@@ -15,9 +15,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from clinix.errors import DatasetError
-from clinix.io.atomic import atomic_path
+from clinix.io.atomic import atomic_files, atomic_path
+from clinix.io.itk import itk_call
+from clinix.io.voxel_data import needs_scan, nonfinite_nifti_voxels, scan_voxel_data
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz", ".nhdr")
+MULTI_FILE_ENDINGS = (".mhd", ".nhdr")  # a header beside a separate data file
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,7 @@ def strip_ending(name: str) -> str:
 def _read_sitk(path: Path) -> sitk.Image:
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        detail = _first_sitk_line(str(error))
-        raise DatasetError(path, f"cannot be read as an image ({detail})") from None
-
-
-def _first_sitk_line(message: str) -> str:
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    for line in lines:
-        if "ERROR" in line or "Exception" in line or "Could not" in line or "Unable" in line:
-            return line.split(": ", 1)[-1][:160]
-    return (lines[-1] if lines else "unknown error")[:160]
+    return itk_call(path, lambda: sitk.ReadImage(str(path)))
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, ...], int, Geometry]:
@@ -88,10 +79,7 @@ def read_geometry(path: str | Path) -> tuple[tuple[int, ...], int, Geometry]:
     reader.SetFileName(str(path))
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise DatasetError(path, f"cannot be read as an image ({_first_sitk_line(str(error))})") from None
+    itk_call(path, reader.ReadImageInformation)
     size = reader.GetSize()
     dim = reader.GetDimension()
     channels = reader.GetNumberOfComponents()
@@ -126,7 +114,7 @@ def read_image(path: str | Path, dtype: np.dtype | type | None = np.float32) -> 
     dim = image.GetDimension()
     if dim not in (3, 4):
         raise DatasetError(path, f"is a {dim}D image; clinix reads 3D images (or 4D with channels last)")
-    array = sitk.GetArrayFromImage(image)
+    array = _voxels(path, image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         if dim == 4:
             raise DatasetError(path, "4D images with vector pixels are not supported")
@@ -137,6 +125,27 @@ def read_image(path: str | Path, dtype: np.dtype | type | None = np.float32) -> 
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     return np.ascontiguousarray(array), Geometry(spacing, origin, direction)
+
+
+def _voxels(path: Path, image: sitk.Image) -> np.ndarray:
+    """The image's voxels as SimpleITK's array, after the checks SimpleITK leaves out (voxel_data.py):
+    a truncated NIfTI or GIPL file is a DatasetError, and NIfTI's NaN and ±inf voxels keep their values.
+    """
+    array = sitk.GetArrayFromImage(image)
+    if not needs_scan(path):
+        return array
+    nonfinite = scan_voxel_data(path, gipl_data_bytes=array.nbytes)
+    if nonfinite and array.dtype.kind == "f":
+        where, values = nonfinite_nifti_voxels(path, array.shape, image.GetNumberOfComponentsPerPixel())
+        array.reshape(-1)[where] = values
+    return array
+
+
+def require_finite(path: str | Path, image: np.ndarray) -> None:
+    """Raise ``DatasetError`` naming ``path`` when ``image`` holds NaN or infinite voxels."""
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise DatasetError(path, f"has {bad:,} NaN or infinite voxels")
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
@@ -177,7 +186,11 @@ def write_image(path: str | Path, array: np.ndarray, geometry: Geometry, is_labe
     image.SetSpacing((sx, sy, sz))
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
+    if path.name.lower().endswith(MULTI_FILE_ENDINGS):  # the header names its data file: write both by final name
+        with atomic_files(path) as folder:
+            itk_call(path, lambda: sitk.WriteImage(image, str(folder / path.name), useCompression=True))
+        return path
     suffix = next((e for e in sorted(IMAGE_ENDINGS, key=len, reverse=True) if path.name.lower().endswith(e)), "")
     with atomic_path(path, suffix=suffix) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        itk_call(path, lambda: sitk.WriteImage(image, str(tmp), useCompression=True))
     return path

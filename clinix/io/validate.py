@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinix.errors import DatasetError
+from clinix.errors import ClinixError, DatasetError
 from clinix.io.dataset import Case, Dataset, Problem, parse_dataset
 from clinix.io.image import Geometry, read_geometry, read_label
 from clinix.parallel import default_workers, map_cases
@@ -55,10 +55,11 @@ def check_case(dataset: Dataset, case: Case, keep_arrays: bool = False) -> CaseC
     _compare_geometry(headers, check.problems)
     if not check.ok:
         return check
-    image, _ = dataset.read_images(case)
-    bad = int(np.count_nonzero(~np.isfinite(image)))
-    if bad:
-        check.problems.append(Problem("error", case.images[0], f"image has {bad} NaN or infinite voxels"))
+    try:
+        image = dataset.read_images(case)[0]
+    except DatasetError as error:  # unreadable voxel data, or NaN/inf voxels: the label is still checked
+        check.problems.append(Problem.from_error(error, case.images[0]))
+        image = None
     label = _check_label(dataset, case, check.problems)
     if keep_arrays and check.ok:
         check.image, check.label, check.geometry = image, label, headers[0][2]
@@ -157,11 +158,18 @@ def validate_dataset(root: str | Path, workers: int | None = None) -> Validation
     dataset, problems = parse_dataset(root)
     if dataset is None:
         return ValidationReport(0, problems)
-    per_case = map_cases(
+    outcomes = map_cases(
         _check_case_problems,
         [(dataset, case) for case in dataset.cases],
         workers if workers is not None else default_workers(),
         "validating",
         name_of=lambda item: item[1].case_id,
     )
-    return ValidationReport(len(dataset.cases), problems + [p for case in per_case for p in case])
+    for case, outcome in zip(dataset.cases, outcomes, strict=True):
+        problems += outcome.value if outcome.error is None else [case_failure(dataset, case, outcome.error)]
+    return ValidationReport(len(dataset.cases), problems)
+
+
+def case_failure(dataset: Dataset, case: Case, error: ClinixError) -> Problem:
+    """The problem of a case whose check stopped on ``error`` (e.g. its worker process died)."""
+    return Problem.from_error(error, case.images[0] if case.images else dataset.root)

@@ -71,7 +71,13 @@ def evaluate_folders(
         for case_id, reference in sorted(references.items())
         if case_id in predictions or allow_missing
     ]
-    results = map_cases(score_case_files, jobs, workers or default_workers(), "evaluate", _job_name)
+    outcomes = map_cases(score_case_files, jobs, workers or default_workers(), "evaluate", _job_name)
+    results = [
+        outcome.value
+        if outcome.value is not None
+        else CaseResult(job.case_id, job.reference_file, job.prediction_file, problem=str(outcome.error))
+        for job, outcome in zip(jobs, outcomes, strict=True)
+    ]
     scored = [result for result in results if result.problem is None]
     if classes is None:
         classes = _classes_found(scored)

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from clinix.errors import ClinixError
-from clinix.io.atomic import atomic_path, write_json
+from clinix.io.atomic import atomic_path, remove_leftovers, write_json
 from clinix.io.dataset import Case, Dataset, open_dataset
-from clinix.parallel import default_workers, map_cases
+from clinix.parallel import default_workers, map_cases, values_or_raise
 from clinix.plan.model import CONFIGURATION, Plan, load_plan
 from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
 
 PREPROCESSED_DIR = f"preprocessed/{CONFIGURATION}"
-TEMPORARY_GLOB = ".*.tmp*"  # names given by clinix.io.atomic.atomic_path
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,7 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
     dataset = open_dataset(plan.dataset_root)
     folder = Path(workdir) / PREPROCESSED_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.glob(TEMPORARY_GLOB):  # from a run that was killed mid-write
-        leftover.unlink(missing_ok=True)
+    remove_leftovers(folder)  # from a run that was killed mid-write
     digest = plan_digest(plan)
     summary = PreprocessSummary(folder)
     pending = []
@@ -68,12 +66,16 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
             # Unmark first, so that a killed --overwrite run redoes this case when resumed without it.
             case_files(folder, case.case_id)[2].unlink(missing_ok=True)
             pending.append((dataset, case, plan, folder))
-    summary.processed = map_cases(
+    outcomes = map_cases(
         _preprocess_item,
         pending,
         workers if workers is not None else default_workers(),
         "preprocess",
         name_of=lambda item: item[1].case_id,
+    )
+    finished = sum(outcome.ok for outcome in outcomes) + len(summary.skipped)
+    summary.processed = values_or_raise(
+        outcomes, f"{finished} of {len(dataset.cases)} are preprocessed; re-run 'clinix preprocess' once fixed"
     )
     return summary
 

@@ -48,7 +48,8 @@ def test_a_corrupt_input_fails_alone(workdir: Path, tmp_path: Path) -> None:
     result = predict(workdir, in_dir, out_dir, "--no-tta")
     assert result.exit_code == 2
     [line] = error_lines(result)
-    assert line.startswith(f"error: broken: {in_dir / 'broken_0000.nii.gz'}: cannot be read as an image")
+    problem = "not a NIfTI file SimpleITK can read (named .nii.gz, but not gzip-compressed)"
+    assert line == f"error: broken: {in_dir / 'broken_0000.nii.gz'}: {problem}"
     assert sorted(p.name for p in out_dir.iterdir()) == ["fine.nii.gz", "good.nii.gz"]
     labels, geometry = read_label(out_dir / "good.nii.gz")
     assert labels.shape == SHAPE and geometry == read_image(in_dir / "good_0000.nii.gz")[1]

@@ -73,7 +73,7 @@ def test_corrupt_file_is_named(nnunet_dataset: Path) -> None:
     (nnunet_dataset / "imagesTr" / "case00_0000.nii.gz").write_bytes(b"\x1f\x8b garbage")
     found = messages(nnunet_dataset)
     assert len(found) == 1
-    assert found[0].startswith("case00_0000.nii.gz: cannot be read as an image")
+    assert found[0].startswith("case00_0000.nii.gz: corrupt gzip data (")
 
 
 def test_channel_count_differs_from_dataset_json(nnunet_dataset: Path) -> None:
@@ -137,7 +137,7 @@ def test_nan_voxels(tmp_path: Path) -> None:
     image[1, 2, 3] = np.nan
     image[1, 2, 4] = np.inf
     write_image(root / "imagesTr" / "case02_0000.mha", image, GEOMETRY)
-    assert messages(root) == ["case02_0000.mha: image has 2 NaN or infinite voxels"]
+    assert messages(root) == ["case02_0000.mha: has 2 NaN or infinite voxels"]
 
 
 def test_path_outside_the_dataset_is_refused(tmp_path: Path) -> None:

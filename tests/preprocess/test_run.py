@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clinix.cli import app
-from clinix.errors import DatasetError
+from clinix.errors import CaseFailures, DatasetError
 from clinix.io.atomic import write_json
 from clinix.preprocess import PREPROCESSED_DIR, load_case, preprocess_dataset
 from tests.builders import write_nnunet
@@ -85,11 +85,17 @@ def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(tmp_path: Path) -> Non
 def test_an_unreadable_case_fails_with_its_file_name(tmp_path: Path) -> None:
     workdir = planned_workdir(tmp_path)
     (tmp_path / "Dataset001_Tiny" / "imagesTr" / "case02_0000.nii.gz").write_bytes(b"not an image")
-    with pytest.raises(DatasetError, match=r"case02_0000\.nii\.gz: cannot be read"):
+    broken = tmp_path / "Dataset001_Tiny" / "imagesTr" / "case02_0000.nii.gz"
+    with pytest.raises(CaseFailures) as raised:
         preprocess_dataset(workdir, workers=1)
-    result = CliRunner().invoke(app, ["preprocess", "--workdir", str(workdir), "--workers", "1"])
+    [failure] = raised.value.failures
+    assert isinstance(failure, DatasetError) and failure.path == broken
+    result = CliRunner().invoke(app, ["preprocess", "--workdir", str(workdir), "--workers", "2"])
     assert result.exit_code == 2
-    assert "case02_0000.nii.gz: cannot be read" in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == [
+        f"error: {broken}: not a NIfTI file SimpleITK can read (named .nii.gz, but not gzip-compressed)",
+        "error: 1 case(s) failed; 2 of 3 are preprocessed; re-run 'clinix preprocess' once fixed",
+    ]
 
 
 def test_cli_preprocesses_and_summarises(tmp_path: Path) -> None:
