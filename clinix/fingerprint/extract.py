@@ -9,7 +9,7 @@ case, so a broken dataset is reported in full before anything is written.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class Fingerprint:
     intensity: dict[str, dict[str, float]]
     labels: dict[str, dict[str, float]]
     median_relative_size_after_crop: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    source_digest: str = ""  # Dataset.digest() of the files measured: a changed file means a stale fingerprint
 
     @property
     def spacings(self) -> np.ndarray:
@@ -71,6 +71,7 @@ class Fingerprint:
         return {
             "dataset": self.dataset,
             "median_relative_size_after_crop": self.median_relative_size_after_crop,
+            "source_digest": self.source_digest,
             "intensity": self.intensity,
             "labels": self.labels,
             "cases": [asdict(c) for c in self.cases],
@@ -84,6 +85,7 @@ class Fingerprint:
             intensity=data["intensity"],
             labels=data["labels"],
             median_relative_size_after_crop=float(data["median_relative_size_after_crop"]),
+            source_digest=str(data.get("source_digest", "")),
         )
 
 
@@ -175,13 +177,15 @@ def extract_fingerprint(
     """Validate and fingerprint every case; write ``workdir/fingerprint.json``.
 
     Raises ``DatasetError`` naming the first problem (and counting the others) if the dataset is broken.
-    Reuses an existing fingerprint of the same dataset unless ``overwrite``.
+    Reuses an existing fingerprint unless ``overwrite`` or a file of the dataset changed since (its size or
+    modification time, ``Dataset.digest``).
     """
     dataset = open_dataset(dataset_root)
     out = workdir / FINGERPRINT_FILE
+    source_digest = dataset.digest()
     if out.is_file() and not overwrite:
         existing = load_fingerprint(workdir)
-        if existing.dataset.get("root") == str(dataset.root) and len(existing.cases) == len(dataset.cases):
+        if existing.dataset.get("root") == str(dataset.root) and existing.source_digest == source_digest:
             return existing, out
     if not dataset.cases:
         raise DatasetError(dataset.root, "no training cases found")
@@ -202,6 +206,7 @@ def extract_fingerprint(
         more = f" (and {len(errors) - 1} more problems; run 'clinix validate')" if len(errors) > 1 else ""
         raise DatasetError(errors[0].path, errors[0].message + more)
     fingerprint = _aggregate(dataset, [r for _, r in results])
+    fingerprint.source_digest = source_digest
     write_json(out, fingerprint.to_json())
     return fingerprint, out
 

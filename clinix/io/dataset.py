@@ -6,6 +6,7 @@ stopping at the first; ``open_dataset`` is the strict form the pipeline uses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -90,6 +91,14 @@ class Dataset:
                 return case
         raise DatasetError(self.root, f"no case named {case_id!r}")
 
+    def case_digest(self, case: Case) -> str:
+        """A hash of the sizes and modification times of the case's files: it changes when one does."""
+        return files_digest([*case.images, *([case.label] if case.label is not None else [])])
+
+    def digest(self) -> str:
+        """``case_digest`` over dataset.json and every case: what a fingerprint of the dataset is valid for."""
+        return files_digest([self.root / "dataset.json"], extra=[self.case_digest(case) for case in self.cases])
+
     def read_images(self, case: Case) -> tuple[np.ndarray, Geometry]:
         """A case's channels stacked to ``(C, Z, Y, X)`` float32, and the geometry of channel 0."""
         arrays = [read_image(path) for path in case.images]
@@ -121,6 +130,20 @@ class Dataset:
             "file_ending": self.file_ending,
             "num_training": self.num_training,
         }
+
+
+def files_digest(paths: list[Path], extra: list[str] | None = None) -> str:
+    """A short hash of each file's path, size and modification time (links followed), and of ``extra``."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            status = path.stat()
+            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    for text in extra or []:
+        digest.update(text.encode())
+    return digest.hexdigest()[:16]
 
 
 def open_dataset(root: str | Path) -> Dataset:

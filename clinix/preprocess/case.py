@@ -33,7 +33,8 @@ class CaseProperties:
     them. ``crop_box`` is half-open ``[[z0, z1], [y0, y1], [x0, x1]]`` on the original grid.
     ``class_locations`` maps a foreground class (its label value, or a region's values joined by commas,
     e.g. ``"1"`` or ``"1,2,3"``) to sampled voxels ``[z, y, x]`` of the preprocessed grid.
-    ``plan_digest`` identifies the preprocessing settings of the plan that produced the arrays.
+    ``plan_digest`` identifies the preprocessing settings of the plan that produced the arrays, and
+    ``source_digest`` the raw files they came from (``Dataset.case_digest``; empty at inference).
     """
 
     case_id: str
@@ -47,6 +48,7 @@ class CaseProperties:
     target_spacing: list[float]
     class_locations: dict[str, list[list[int]]] = field(default_factory=dict)
     plan_digest: str = ""
+    source_digest: str = ""
 
     @property
     def geometry(self) -> Geometry:

@@ -60,7 +60,7 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
     summary = PreprocessSummary(folder)
     pending = []
     for case in dataset.cases:
-        if not overwrite and _is_finished(folder, case.case_id, digest):
+        if not overwrite and _is_finished(folder, case.case_id, digest, dataset.case_digest(case)):
             summary.skipped.append(case.case_id)
         else:
             # Unmark first, so that a killed --overwrite run redoes this case when resumed without it.
@@ -80,12 +80,14 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
     return summary
 
 
-def _is_finished(folder: Path, case_id: str, digest: str) -> bool:
+def _is_finished(folder: Path, case_id: str, digest: str, source_digest: str) -> bool:
+    """Preprocessed with this plan, from the case's files as they are now."""
     properties = case_files(folder, case_id)[2]
     try:
-        return json.loads(properties.read_text()).get("plan_digest") == digest
+        stored = json.loads(properties.read_text())
     except (OSError, ValueError):
         return False
+    return stored.get("plan_digest") == digest and stored.get("source_digest") == source_digest
 
 
 def _preprocess_item(item: tuple[Dataset, Case, Plan, Path]) -> CaseResult:
@@ -93,8 +95,23 @@ def _preprocess_item(item: tuple[Dataset, Case, Plan, Path]) -> CaseResult:
     start = time.perf_counter()
     image, label, geometry = dataset.read_case(case)
     data, seg, properties = preprocess_case(image, label, geometry, plan, case.case_id)
+    properties.source_digest = dataset.case_digest(case)
     save_case(folder, data, seg, properties)
     return CaseResult(case.case_id, properties.shape_after_resampling, time.perf_counter() - start)
+
+
+def cases_not_preprocessed_for(workdir: str | Path, plan: Plan, case_ids: list[str]) -> list[str]:
+    """The cases of ``case_ids`` whose preprocessed arrays are missing or were made with another plan."""
+    folder, digest = Path(workdir) / PREPROCESSED_DIR, plan_digest(plan)
+    stale = []
+    for case_id in case_ids:
+        try:
+            stored = json.loads(case_files(folder, case_id)[2].read_text()).get("plan_digest")
+        except (OSError, ValueError):
+            stored = None
+        if stored != digest:
+            stale.append(case_id)
+    return stale
 
 
 def save_case(folder: Path, data: np.ndarray, seg: np.ndarray | None, properties: CaseProperties) -> None:

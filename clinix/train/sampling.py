@@ -21,10 +21,18 @@ DATA_PADDING = 0.0
 SEG_PADDING = -1  # "outside the image", as the body mask's outside (reference §5.2)
 
 
-def forced_foreground_positions(batch_size: int, oversample_foreground: float) -> list[bool]:
-    """Per sample of a batch, whether it must contain foreground: sample j iff ``j >= round(B · (1 − p))``."""
-    first_forced = round(batch_size * (1 - oversample_foreground))
-    return [j >= first_forced for j in range(batch_size)]
+def forced_foreground_positions(
+    batch_size: int, oversample_foreground: float, rank: int = 0, world_size: int = 1
+) -> list[bool]:
+    """Per sample of one process's batch, whether it must contain foreground.
+
+    The rule holds for the global batch of ``B = batch_size · world_size`` samples, as nnU-Net's DDP
+    trainer has it: global sample j is forced iff ``j >= round(B · (1 − p))``, and rank r holds the global
+    samples ``r · batch_size .. (r + 1) · batch_size − 1``. So two processes of one sample each force
+    exactly as one process of two samples does (one of the two), instead of none.
+    """
+    first_forced = round(batch_size * world_size * (1 - oversample_foreground))
+    return [rank * batch_size + j >= first_forced for j in range(batch_size)]
 
 
 def crop_bounds(shape: Sequence[int], sample_patch: Sequence[int], final_patch: Sequence[int]) -> list[tuple[int, int]]:
@@ -67,6 +75,8 @@ class PatchSampler:
         oversample_foreground: fraction of a batch forced to contain foreground (nnU-Net: 0.33).
         enlarged_patch: the larger patch the spatial augmentation crops from
             (``clinix.train.augment.enlarged_patch_size``); None samples the plan patch (validation).
+        rank, world_size: this process's place among the training processes; the forced share is that
+            of the global batch (``forced_foreground_positions``).
     """
 
     def __init__(
@@ -77,6 +87,8 @@ class PatchSampler:
         batch_size: int,
         oversample_foreground: float = 0.33,
         enlarged_patch: Sequence[int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not case_ids:
             raise ClinixError("no cases to sample training patches from")
@@ -84,7 +96,7 @@ class PatchSampler:
         self.patch_size = [int(s) for s in patch_size]
         self.sample_patch = [int(s) for s in (enlarged_patch or patch_size)]
         self.batch_size = batch_size
-        self.forced = forced_foreground_positions(batch_size, oversample_foreground)
+        self.forced = forced_foreground_positions(batch_size, oversample_foreground, rank, world_size)
         self._data, self._seg, self._locations = [], [], []
         for case_id in self.case_ids:  # opened once: the memory maps are reused for every patch
             data, seg, properties = load_case(workdir, case_id, mmap=True)

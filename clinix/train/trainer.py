@@ -13,6 +13,7 @@ with the same weights (on CUDA, cuDNN autotuning may pick other kernels from run
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -52,6 +53,13 @@ from clinix.train.distributed import (
     sum_over_ranks,
     training_device,
     wrap_model,
+)
+from clinix.train.guards import (
+    diverged,
+    finite_on_every_rank,
+    first_nonfinite_parameter,
+    require_preprocessed_for,
+    warn_if_planned_for_another_device,
 )
 from clinix.train.loader import BatchLoader
 from clinix.train.logging import EpochRecord, TrainingLog
@@ -161,6 +169,8 @@ def _train(
     checkpoint_path = _starting_checkpoint(folder, options, context)
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if checkpoint_path else None
     run = build_run(_run_plan(workdir, checkpoint, options), fold, folder, options, context, device, checkpoint)
+    require_preprocessed_for(run.plan, workdir, train_ids + val_ids, resumed=checkpoint is not None)
+    warn_if_planned_for_another_device(run.plan, device)
     if checkpoint_path is not None and checkpoint_path.name == FINAL:
         run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs), validating only", echo=True)
     else:
@@ -298,10 +308,11 @@ def _loaders(
     batch_size = rank_batch_size(plan.batch_size, run.context)
     threads = default_workers() if workers is None else workers
     enlarged = enlarged_patch_size(plan.patch_size)
+    ranks = {"rank": rank, "world_size": run.context.world_size}
     train_sampler = PatchSampler(
-        workdir, train_ids, plan.patch_size, batch_size, plan.foreground_oversampling, enlarged
+        workdir, train_ids, plan.patch_size, batch_size, plan.foreground_oversampling, enlarged, **ranks
     )
-    val_sampler = PatchSampler(workdir, val_ids, plan.patch_size, batch_size, plan.foreground_oversampling)
+    val_sampler = PatchSampler(workdir, val_ids, plan.patch_size, batch_size, plan.foreground_oversampling, **ranks)
     settings = AugmentationSettings()
 
     def augment(data: torch.Tensor, seg: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,12 +357,21 @@ def _train_epoch(run: Run, epoch: int, batches: Iterable[tuple[torch.Tensor, tor
     """Mean training loss over the epoch's steps (and over ranks)."""
     total = torch.zeros(2, dtype=torch.float64, device=run.device)  # loss sum, steps
     with run.log.progress(f"epoch {epoch}", run.plan.iterations_per_epoch) as advance:
-        for data, target in batches:
+        for iteration, (data, target) in enumerate(batches):
             loss = train_step(run, data, target)
+            value = loss.item()
+            if not finite_on_every_rank(value, run.context, run.device):
+                _stop_diverged(run, f"the training loss is {value} at iteration {iteration}", epoch)
             total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
-            advance(loss.item())
+            advance(value)
     total = sum_over_ranks(total, run.context)
     return float(total[0] / total[1])
+
+
+def _stop_diverged(run: Run, what: str, epoch: int) -> None:
+    error = diverged(what, epoch, run.folder, run.progress.epoch)
+    run.log.line(f"error: {error}")
+    raise error
 
 
 def train_step(run: Run, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -386,12 +406,18 @@ def _validate_epoch(run: Run, batches: Iterable[tuple[torch.Tensor, torch.Tensor
         total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
         counts += confusion_counts(outputs[0], target, run.plan.ignore_label)
     total, counts = sum_over_ranks(total, run.context), sum_over_ranks(counts, run.context)
-    return float(total[0] / total[1]), counts
+    mean = float(total[0] / total[1])
+    if not math.isfinite(mean):  # the same sum on every rank: all stop together
+        _stop_diverged(run, f"the validation loss is {mean}", run.progress.epoch)
+    return mean, counts
 
 
 def _end_epoch(run: Run, record: EpochRecord) -> None:
     """EMA, history, log lines, progress.png, then the checkpoints (rank 0; the others wait)."""
     progress = run.progress
+    broken = first_nonfinite_parameter(run.network)  # identical weights on every rank
+    if broken is not None:
+        _stop_diverged(run, f"the weights ({broken}) are no longer finite at the end", record["epoch"])
     progress.ema = record["ema"] = update_ema(progress.ema, record["mean"])
     progress.history.append(record)
     progress.epoch += 1

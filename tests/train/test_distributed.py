@@ -100,7 +100,7 @@ def _train_as_rank(rank: int, world_size: int, port: int, workdir: Path, out: Pa
     torch.set_num_threads(1)
     from clinix.train import trainer
 
-    real_save, real_fit = trainer.save_checkpoint, trainer._fit
+    real_save, real_fit, real_sampler = trainer.save_checkpoint, trainer._fit, trainer.PatchSampler
 
     def noted_save(path, state):
         with (out / f"saves_of_rank{rank}.txt").open("a") as file:
@@ -111,7 +111,13 @@ def _train_as_rank(rank: int, world_size: int, port: int, workdir: Path, out: Pa
         real_fit(run, *args)
         torch.save(run.network.state_dict(), out / f"weights_of_rank{rank}.pt")
 
-    trainer.save_checkpoint, trainer._fit = noted_save, fit_then_keep_weights
+    def noted_sampler(*args, **kwargs):
+        sampler = real_sampler(*args, **kwargs)
+        if len(args) > 5:  # the training sampler (it crops enlarged patches)
+            (out / f"forced_of_rank{rank}.txt").write_text(f"{sampler.batch_size} {sum(sampler.forced)}")
+        return sampler
+
+    trainer.save_checkpoint, trainer._fit, trainer.PatchSampler = noted_save, fit_then_keep_weights, noted_sampler
     trainer.train_fold(
         workdir, 0, device="cpu", epochs=1, iterations=2, val_iterations=1, workers=1, validation=False, echo=False
     )
@@ -133,3 +139,7 @@ def test_ddp_gloo_two_processes_end_with_identical_weights_and_only_rank_0_write
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
     final = torch.load(folder / "checkpoint_final.pt", weights_only=True)["model"]
     assert all(torch.equal(final[name], rank0[name]) for name in rank0)
+    # plan batch 2 over 2 processes: one sample each, and one of the two global samples forced (33 %, as one
+    # process with batch 2), not none
+    per_rank = [(tmp_path / f"forced_of_rank{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert per_rank == [["1", "0"], ["1", "1"]]

@@ -54,6 +54,13 @@ def test_the_last_samples_of_a_batch_are_forced_to_foreground(batch_size, forced
     assert forced_foreground_positions(batch_size, 0.33) == expected
 
 
+@pytest.mark.parametrize(("batch_size", "world_size"), [(1, 2), (1, 4), (2, 2), (3, 3), (4, 2)])
+def test_under_several_processes_the_forced_share_is_that_of_the_global_batch(batch_size, world_size):
+    per_rank = [forced_foreground_positions(batch_size, 0.33, rank, world_size) for rank in range(world_size)]
+    assert [flag for flags in per_rank for flag in flags] == forced_foreground_positions(batch_size * world_size, 0.33)
+    assert all(len(flags) == batch_size for flags in per_rank)
+
+
 @pytest.mark.parametrize(
     ("shape", "sample_patch", "final_patch", "bounds"),
     [
