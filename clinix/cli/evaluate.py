@@ -46,6 +46,12 @@ def evaluate(
     ),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score a missing prediction as empty."),
     nsd_tol: float = typer.Option(DEFAULT_NSD_TOLERANCE_MM, "--nsd-tol", min=0.0, help="NSD tolerance in mm."),
+    hd95_missing: str = typer.Option(
+        "max",
+        "--hd95-missing",
+        help="HD95 of a structure in only one of the two maps (a missed or a spurious one): 'max' (the image "
+        "diagonal in mm, sqrt(sum((size*spacing)^2))) or 'nan' (MONAI: left out of the mean). Counted either way.",
+    ),
     ignore_label: int = typer.Option(
         None,
         "--ignore-label",
@@ -64,6 +70,7 @@ def evaluate(
         nsd_tolerance_mm=nsd_tol,
         workers=workers,
         allow_missing=allow_missing,
+        hd95_missing=hd95_missing,
     )
     json_path, csv_path = write_report(summary, out or summary.prediction_folder / "summary.json")
     console, errors = Console(highlight=False), Console(stderr=True, highlight=False, soft_wrap=True)

@@ -8,18 +8,19 @@ Finished cases (every output file present) are skipped unless ``overwrite``.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinix.errors import ClinixError
+from clinix.errors import ClinixError, ClinixWarning
 from clinix.infer.export import output_files, write_label_map, write_probabilities
 from clinix.infer.folds import FoldName, select_fold_checkpoints
 from clinix.infer.inputs import InputCase, discover_inputs, read_input_case
 from clinix.infer.predictor import Predictor
 from clinix.parallel import progress_bar
-from clinix.plan.model import Plan
-from clinix.preprocess import restore_label_map, restore_probabilities
+from clinix.plan.model import PLANS_FILE, Plan, load_plan
+from clinix.preprocess import plan_digest, restore_label_map, restore_probabilities
 from clinix.train.checkpoint import load_checkpoint
 
 
@@ -56,11 +57,36 @@ def load_predictor(
 ) -> Predictor:
     """A ``Predictor`` over the trained folds of ``workdir`` (``folds`` as ``select_fold_checkpoints``).
 
-    The plan comes from the first fold's checkpoint, the one the models were trained with.
+    The plan is the one the models were trained with, stored in their checkpoints. Folds trained with
+    different preprocessing or patch size cannot be ensembled (a ClinixError); models older than the
+    current ``plans.json`` are used with their own plan, after a warning.
     """
     selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
-    plan = Plan.from_json(load_checkpoint(selected[0][1], mmap=True)["plan"])
+    plans = [(fold, Plan.from_json(load_checkpoint(path, mmap=True)["plan"])) for fold, path in selected]
+    first_fold, plan = plans[0]
+    for fold, other in plans[1:]:
+        if plan_digest(other) != plan_digest(plan) or other.patch_size != plan.patch_size:
+            raise ClinixError(
+                f"fold {fold} was trained with another plan than fold {first_fold} (preprocessing or patch size "
+                "differ: plans.json changed between their runs), so they cannot be ensembled; retrain it with "
+                "'clinix train --fold F --overwrite', or choose folds with --folds"
+            )
+    _warn_if_plan_changed_since(Path(workdir), plan)
     return Predictor(plan, [path for _, path in selected], device, tta, step, batch_tiles)
+
+
+def _warn_if_plan_changed_since(workdir: Path, trained: Plan) -> None:
+    try:
+        current = load_plan(workdir)
+    except ClinixError:  # no plans.json beside the models: nothing to compare with
+        return
+    if plan_digest(current) != plan_digest(trained) or current.patch_size != trained.patch_size:
+        warnings.warn(
+            f"{workdir / PLANS_FILE} changed after these models were trained; they predict with the plan they "
+            "were trained with (train again to use the new one)",
+            ClinixWarning,
+            stacklevel=3,
+        )
 
 
 def predict_folder(

@@ -28,6 +28,7 @@ def evaluate_case(
     regions: Mapping[str, Sequence[int]] | None = None,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     ignore_label: int | None = None,
+    hd95_missing: str = "max",
 ) -> dict[str, dict[str, float]]:
     """Score a predicted label map against its reference.
 
@@ -39,6 +40,8 @@ def evaluate_case(
         regions: name -> label values, each scored as the union of its labels (BraTS WT/TC/ET).
         nsd_tolerance_mm: tolerance of the normalised surface Dice.
         ignore_label: reference value whose voxels are excluded from every metric.
+        hd95_missing: HD95 of a structure in only one of the masks: "max" (the image diagonal) or "nan"
+            (surface.py).
 
     Returns:
         class name -> metric name (``METRIC_NAMES``) -> value; NaN where a metric is undefined.
@@ -46,7 +49,7 @@ def evaluate_case(
     classes = resolve_classes(labels, regions, None, ignore_label)
     if classes is None:
         classes = classes_present([ref, pred], ignore_label)
-    return score_classes(pred, ref, spacing, classes, nsd_tolerance_mm, ignore_label)
+    return score_classes(pred, ref, spacing, classes, nsd_tolerance_mm, ignore_label, hd95_missing)
 
 
 def score_classes(
@@ -56,6 +59,7 @@ def score_classes(
     classes: Sequence[ClassSpec],
     nsd_tolerance_mm: float,
     ignore_label: int | None,
+    hd95_missing: str = "max",
 ) -> dict[str, dict[str, float]]:
     """``evaluate_case`` for classes already resolved."""
     if pred.shape != ref.shape:
@@ -70,7 +74,8 @@ def score_classes(
             pred_mask &= kept
             ref_mask &= kept
         counts = confusion_counts(pred_mask, ref_mask)
-        scores[spec.name] = _record(counts, surface_metrics(pred_mask, ref_mask, spacing, nsd_tolerance_mm))
+        surface = surface_metrics(pred_mask, ref_mask, spacing, nsd_tolerance_mm, hd95_missing)
+        scores[spec.name] = _record(counts, surface)
     return scores
 
 

@@ -25,6 +25,7 @@ from clinix.metrics.classes import (
     resolve_classes,
 )
 from clinix.metrics.summary import CaseResult, EvaluationSummary
+from clinix.metrics.surface import HD95_MISSING
 from clinix.parallel import default_workers, map_cases
 
 SPACING_RTOL, SPACING_ATOL = 1e-5, 1e-6
@@ -40,6 +41,7 @@ class CaseJob:
     classes: tuple[ClassSpec, ...] | None
     nsd_tolerance_mm: float
     ignore_label: int | None
+    hd95_missing: str = "max"
 
 
 def evaluate_folders(
@@ -52,13 +54,18 @@ def evaluate_folders(
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     workers: int | None = None,
     allow_missing: bool = False,
+    hd95_missing: str = "max",
 ) -> EvaluationSummary:
     """Score every reference in ``ref_dir`` against the prediction of the same case id in ``pred_dir``.
 
     ``dataset_json`` (default ``ref_dir/../dataset.json`` when it exists) names the labels and may declare
     regions and the ignore label; ``labels``, ``regions`` and ``ignore_label`` override it (rules in
     classes.py). Cases run in ``workers`` processes (default up to 4; 1 runs in this process).
+    ``hd95_missing`` is the HD95 of a structure found in only one of the two maps: "max" (the image
+    diagonal) or "nan" (MONAI's convention); see surface.py.
     """
+    if hd95_missing not in HD95_MISSING:
+        raise ClinixError(f"--hd95-missing must be one of {', '.join(HD95_MISSING)}, not {hd95_missing!r}")
     pred_dir, ref_dir = Path(pred_dir).expanduser().resolve(), Path(ref_dir).expanduser().resolve()
     predictions, references = _image_files(pred_dir), _image_files(ref_dir)
     declared = _declared_labels(ref_dir, dataset_json)
@@ -67,7 +74,7 @@ def evaluate_folders(
     classes = resolve_classes(labels, regions, declared, ignore_label)
     job_classes = tuple(classes) if classes is not None else None
     jobs = [
-        CaseJob(case_id, reference, predictions.get(case_id), job_classes, nsd_tolerance_mm, ignore_label)
+        CaseJob(case_id, reference, predictions.get(case_id), job_classes, nsd_tolerance_mm, ignore_label, hd95_missing)
         for case_id, reference in sorted(references.items())
         if case_id in predictions or allow_missing
     ]
@@ -93,6 +100,7 @@ def evaluate_folders(
         allow_missing=allow_missing,
         nsd_tolerance_mm=nsd_tolerance_mm,
         ignore_label=ignore_label,
+        hd95_missing=hd95_missing,
     )
 
 
@@ -106,7 +114,9 @@ def score_case_files(job: CaseJob) -> CaseResult:
         if classes is None:  # discovery: score what either map holds, report what the reference holds
             classes = tuple(classes_present([ref, pred], job.ignore_label))
             result.reference_labels = tuple(spec.labels[0] for spec in classes_present([ref], job.ignore_label))
-        result.metrics = score_classes(pred, ref, geometry.spacing, classes, job.nsd_tolerance_mm, job.ignore_label)
+        result.metrics = score_classes(
+            pred, ref, geometry.spacing, classes, job.nsd_tolerance_mm, job.ignore_label, job.hd95_missing
+        )
     except DatasetError as error:
         result.problem = str(error)
     return result

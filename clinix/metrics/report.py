@@ -11,7 +11,7 @@ from rich.table import Table
 
 from clinix.io.atomic import atomic_write, write_json
 from clinix.metrics.case import METRIC_NAMES
-from clinix.metrics.summary import EvaluationSummary
+from clinix.metrics.summary import HD95_MISSING_RULES, EvaluationSummary
 
 # (metric, column header, digits) of the on-screen table
 TABLE_COLUMNS = (
@@ -53,11 +53,14 @@ def summary_table(summary: EvaluationSummary) -> Table:
     for _, header, _ in TABLE_COLUMNS:
         table.add_column(header, justify="right")
     table.add_column("DSC cases", justify="right")
+    table.add_column("missed / spurious", justify="right")
     for name, class_summary in summary.per_class.items():
         in_mean = class_summary.n_cases - class_summary.n_undefined["DSC"]
-        table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}")
+        missed = f"{class_summary.n_missed} / {class_summary.n_spurious}"
+        table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}", missed)
     table.add_section()
-    table.add_row("mean", *_table_values(summary.foreground_mean), "", style="bold")
+    table.add_row("mean", *_table_values(summary.foreground_mean), "", "", style="bold")
+    table.caption = f"HD95: {HD95_MISSING_RULES[summary.hd95_missing]} (--hd95-missing {summary.hd95_missing})"
     return table
 
 

@@ -20,6 +20,10 @@ from clinix.metrics.classes import ClassSpec
 
 CLASS_MEAN_METRICS = ("DSC", "IoU", "recall", "precision", "HD95", "NSD")
 HD95_CONVENTION = "max of the two directed 95th percentiles of surface distances (MONAI's convention)"
+HD95_MISSING_RULES = {
+    "max": "a structure in only one of the two maps scores the image diagonal in mm",
+    "nan": "a structure in only one of the two maps scores NaN and is left out of the mean (MONAI)",
+}
 
 
 @dataclass
@@ -50,6 +54,8 @@ class ClassSummary:
         n_cases: cases scored.
         n_undefined: metric -> cases left out of its mean.
         n_both_empty: cases whose reference and prediction are both empty for this class.
+        n_missed: cases where the reference has the class and the prediction has none of it.
+        n_spurious: cases where the prediction has the class and the reference has none of it.
     """
 
     spec: ClassSpec
@@ -57,6 +63,8 @@ class ClassSummary:
     n_cases: int
     n_undefined: dict[str, int]
     n_both_empty: int
+    n_missed: int = 0
+    n_spurious: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +72,8 @@ class ClassSummary:
             "mean": json_numbers(self.mean),
             "n_cases": self.n_cases,
             "n_both_empty": self.n_both_empty,
+            "n_missed": self.n_missed,
+            "n_spurious": self.n_spurious,
             "n_undefined": self.n_undefined,
         }
 
@@ -82,6 +92,7 @@ class EvaluationSummary:
     allow_missing: bool
     nsd_tolerance_mm: float
     ignore_label: int | None
+    hd95_missing: str = "max"
     per_class: dict[str, ClassSummary] = field(init=False)
     foreground_mean: dict[str, float] = field(init=False)
 
@@ -117,6 +128,8 @@ class EvaluationSummary:
                 "ignore_label": self.ignore_label,
                 "allow_missing": self.allow_missing,
                 "hd95": HD95_CONVENTION,
+                "hd95_missing": self.hd95_missing,
+                "hd95_missing_rule": HD95_MISSING_RULES[self.hd95_missing],
             },
             "classes": [spec.to_json() for spec in self.classes],
             "foreground_mean": json_numbers(self.foreground_mean),
@@ -138,7 +151,9 @@ def summarize_class(spec: ClassSpec, cases: list[CaseResult]) -> ClassSummary:
         mean[metric] = float(finite.mean()) if finite.size else math.nan
         n_undefined[metric] = int(values.size - finite.size)
     both_empty = sum(1 for record in records if record["n_pred"] == 0 and record["n_ref"] == 0)
-    return ClassSummary(spec, mean, len(records), n_undefined, both_empty)
+    missed = sum(1 for record in records if record["n_pred"] == 0 and record["n_ref"] > 0)
+    spurious = sum(1 for record in records if record["n_pred"] > 0 and record["n_ref"] == 0)
+    return ClassSummary(spec, mean, len(records), n_undefined, both_empty, missed, spurious)
 
 
 def mean_over_classes(per_class: list[ClassSummary]) -> dict[str, float]:

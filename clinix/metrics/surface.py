@@ -11,8 +11,12 @@ measured in mm.
 - NSD at tolerance t = (#pred surface voxels within t of the ref surface + #ref surface voxels within t of
   the pred surface) / (#pred surface voxels + #ref surface voxels): Nikolov et al.'s surface Dice, counted in
   surface voxels rather than surface area elements.
-- Empty masks: both empty -> HD95 and NSD NaN; exactly one empty -> HD95 NaN (a distance to nothing is not a
-  number; the DSC of 0 carries the penalty) and NSD 0 (no surface voxel lies within t of a missing surface).
+- Empty masks: both empty -> HD95 and NSD NaN. Exactly one empty (a missed structure, or a spurious one) ->
+  NSD 0 (no surface voxel lies within t of a missing surface) and HD95 by ``hd95_missing``: ``"max"`` (the
+  default) gives the image's diagonal in mm, sqrt(Σ (size_i · spacing_i)²), the worst distance the image
+  allows (BraTS scores a missed region so: 373.13 mm for 240×240×155 at 1 mm), so a missed lesion raises the
+  mean HD95 instead of vanishing from it; ``"nan"`` gives NaN, MONAI's convention, which leaves such cases
+  out of the mean (the summary counts them either way).
 """
 
 from __future__ import annotations
@@ -61,15 +65,30 @@ def normalized_surface_dice(pred_to_ref: np.ndarray, ref_to_pred: np.ndarray, to
     return float(within / (pred_to_ref.size + ref_to_pred.size))
 
 
+HD95_MISSING = ("max", "nan")
+
+
+def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The diagonal of an image of ``shape`` voxels of ``spacing`` mm: sqrt(Σ (size_i · spacing_i)²)."""
+    return float(np.sqrt(sum((size * step) ** 2 for size, step in zip(shape, spacing, strict=True))))
+
+
 def surface_metrics(
-    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing: Sequence[float], nsd_tolerance_mm: float
+    pred_mask: np.ndarray,
+    ref_mask: np.ndarray,
+    spacing: Sequence[float],
+    nsd_tolerance_mm: float,
+    hd95_missing: str = "max",
 ) -> dict[str, float]:
     """``{"HD95": mm, "NSD": fraction}`` of two boolean masks, with the empty-mask rules of this module."""
+    if hd95_missing not in HD95_MISSING:
+        raise ValueError(f"hd95_missing must be one of {HD95_MISSING}, got {hd95_missing!r}")
     pred_empty, ref_empty = not pred_mask.any(), not ref_mask.any()
     if pred_empty and ref_empty:
         return {"HD95": float("nan"), "NSD": float("nan")}
     if pred_empty or ref_empty:
-        return {"HD95": float("nan"), "NSD": 0.0}
+        worst = image_diagonal_mm(ref_mask.shape, spacing) if hd95_missing == "max" else float("nan")
+        return {"HD95": worst, "NSD": 0.0}
     pred_to_ref, ref_to_pred = directed_surface_distances(pred_mask, ref_mask, spacing)
     return {
         "HD95": hd95(pred_to_ref, ref_to_pred),

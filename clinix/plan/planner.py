@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinix.errors import ClinixError
+from clinix.errors import ClinixError, DatasetError
 from clinix.fingerprint import Fingerprint, extract_fingerprint
 from clinix.io.atomic import write_json
 from clinix.net.network import NetworkConfig
@@ -99,6 +99,9 @@ def make_plan(
 ) -> Plan:
     """The pure planning arithmetic, from a fingerprint (no file I/O)."""
     dataset = fingerprint.dataset
+    if not any(stats["voxels"] for stats in fingerprint.labels.values() if stats["value"] != 0):
+        # nothing to learn, and a CT channel would have no foreground intensities to normalise with
+        raise DatasetError(Path(dataset["root"]), "no label map of any case has a foreground voxel; check the labels")
     spacing = target_spacing(fingerprint.spacings, fingerprint.shapes_after_crop)
     new_shapes = np.array(
         [resampled_shape(c.shape_after_crop, c.spacing, spacing) for c in fingerprint.cases], dtype=float

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from clinix.errors import ClinixError
@@ -41,8 +43,11 @@ def normalize_channel(channel: np.ndarray, body: np.ndarray, scheme: ChannelNorm
 def ct_normalize(values: np.ndarray, scheme: ChannelNormalization) -> np.ndarray:
     """Clip to the dataset's foreground [lower, upper] percentiles, then z-score with its foreground mean/std."""
     stats = (scheme.lower, scheme.upper, scheme.mean, scheme.std)
-    if any(v is None for v in stats):
-        raise ClinixError(f"channel {scheme.name!r}: CT normalization needs mean, std, lower and upper in plans.json")
+    if any(v is None or not math.isfinite(v) for v in stats):
+        raise ClinixError(
+            f"channel {scheme.name!r}: CT normalization needs finite mean, std, lower and upper in plans.json, "
+            f"found {list(stats)}; re-run 'clinix plan'"
+        )
     lower, upper, mean, std = (float(v) for v in stats)  # type: ignore[arg-type]
     np.clip(values, lower, upper, out=values)
     values -= mean

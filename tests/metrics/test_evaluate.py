@@ -192,3 +192,36 @@ def test_cli_nonexistent_folder_exits_2_with_one_line(tmp_path):
     result = _run(str(tmp_path / "nowhere"), str(tmp_path))
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: folder not found"]
+
+
+def test_a_missed_structure_is_counted_and_scores_the_image_diagonal(tmp_path):
+    # case1 predicted perfectly (HD95 0), case2 predicted empty: a missed structure
+    pred, ref = _folders(tmp_path, {"case1": _box(), "case2": np.zeros(SHAPE, dtype=np.uint8)})
+    diagonal = math.sqrt((4 * 2.0) ** 2 + 5**2 + 6**2)
+    summary = evaluate_folders(pred, ref, workers=1)
+    organ = summary.per_class["1"]
+    assert (organ.n_missed, organ.n_spurious) == (1, 0)
+    assert organ.mean["HD95"] == pytest.approx(diagonal / 2)  # (0 + diagonal) / 2: the miss counts
+    monai = evaluate_folders(pred, ref, workers=1, hd95_missing="nan")
+    assert monai.per_class["1"].mean["HD95"] == 0.0 and monai.per_class["1"].n_undefined["HD95"] == 1
+    assert monai.per_class["1"].n_missed == 1
+    saved = json.loads(json.dumps(summary.to_json()))
+    assert saved["per_class"]["1"]["n_missed"] == 1 and saved["settings"]["hd95_missing"] == "max"
+
+
+def test_a_spurious_structure_is_counted(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    write_image(ref / "case1.nii.gz", np.zeros(SHAPE, dtype=np.uint8), Geometry.identity(SPACING), is_label=True)
+    write_image(pred / "case1.nii.gz", _box(), Geometry.identity(SPACING), is_label=True)
+    summary = evaluate_folders(pred, ref, labels=[1], workers=1)
+    assert (summary.per_class["1"].n_missed, summary.per_class["1"].n_spurious) == (0, 1)
+
+
+def test_cli_hd95_missing_choices(tmp_path):
+    pred, ref = _folders(tmp_path, {"case1": _box(), "case2": np.zeros(SHAPE, dtype=np.uint8)})
+    result = CliRunner().invoke(app, ["evaluate", str(pred), str(ref), "--hd95-missing", "nan", "-j", "1"])
+    assert result.exit_code == 0
+    assert json.loads((pred / "summary.json").read_text())["settings"]["hd95_missing"] == "nan"
+    wrong = CliRunner().invoke(app, ["evaluate", str(pred), str(ref), "--hd95-missing", "zero"])
+    assert wrong.exit_code == 2
+    assert wrong.stderr.strip() == "error: --hd95-missing must be one of max, nan, not 'zero'"

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pytest
 
-from clinix.metrics.surface import directed_surface_distances, surface_metrics, surface_voxels
+from clinix.metrics.surface import directed_surface_distances, image_diagonal_mm, surface_metrics, surface_voxels
 
 SHAPE = (7, 7, 8)
 
@@ -75,10 +75,23 @@ def test_two_empty_masks_have_no_surface_metrics():
     assert math.isnan(metrics["HD95"]) and math.isnan(metrics["NSD"])
 
 
-def test_one_empty_mask_gives_undefined_hd95_and_zero_nsd():
+def test_a_missed_or_spurious_structure_scores_the_image_diagonal_and_zero_nsd():
+    a, _ = _box_pair(2)
+    spacing = (3.0, 1.0, 0.5)
+    diagonal = math.sqrt(sum((size * step) ** 2 for size, step in zip(a.shape, spacing, strict=True)))
+    for pred, ref in ((a, np.zeros_like(a)), (np.zeros_like(a), a)):
+        metrics = surface_metrics(pred, ref, spacing, nsd_tolerance_mm=1.0)
+        assert metrics == {"HD95": pytest.approx(diagonal), "NSD": 0.0}
+
+
+def test_the_brats_diagonal_is_373_mm():
+    assert image_diagonal_mm((155, 240, 240), (1.0, 1.0, 1.0)) == pytest.approx(373.13, abs=0.005)
+
+
+def test_monai_convention_leaves_hd95_undefined_for_one_empty_mask():
     a, _ = _box_pair(2)
     for pred, ref in ((a, np.zeros_like(a)), (np.zeros_like(a), a)):
-        metrics = surface_metrics(pred, ref, (1.0, 1.0, 1.0), nsd_tolerance_mm=1.0)
+        metrics = surface_metrics(pred, ref, (1.0, 1.0, 1.0), nsd_tolerance_mm=1.0, hd95_missing="nan")
         assert math.isnan(metrics["HD95"]) and metrics["NSD"] == 0.0
 
 
