@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clinix.errors import ClinixError, DatasetError
-from clinix.io.image import Geometry, has_image_ending, read_image, strip_ending
+from clinix.io.image import Geometry, has_image_ending, read_image, require_finite, strip_ending
 
 _CHANNEL_SUFFIX = re.compile(r"(.+)_(\d{4})")
 
@@ -81,6 +81,7 @@ def read_input_case(case: InputCase, channel_names: list[str]) -> tuple[np.ndarr
     arrays, geometry = [], None
     for file in case.files:
         array, file_geometry = read_image(file)
+        require_finite(file, array)
         if arrays and array.shape[1:] != arrays[0].shape[1:]:
             first = f"{case.files[0].name}'s {arrays[0].shape[1:]}"
             raise DatasetError(file, f"shape {array.shape[1:]} differs from {first}")

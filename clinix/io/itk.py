@@ -147,7 +147,8 @@ def _unknown_format(path: Path) -> str:
     expected = FORMAT_NAMES[ending]
     if head == GZIP_MAGIC:
         try:
-            next(content_chunks(path), b"")
+            for _ in content_chunks(path):  # a gzip stream cut short or corrupt says so
+                pass
         except DatasetError as error:
             return error.problem
         return f"not a {expected} file SimpleITK can read (gzip data, but its content does not start like one)"

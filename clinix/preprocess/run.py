@@ -19,8 +19,9 @@ from clinix.errors import ClinixError
 from clinix.io.atomic import atomic_path, remove_leftovers, write_json
 from clinix.io.dataset import Case, Dataset, open_dataset
 from clinix.parallel import default_workers, map_cases, values_or_raise
-from clinix.plan.model import CONFIGURATION, Plan, load_plan
+from clinix.plan.model import CONFIGURATION, PLANS_FILE, Plan, load_plan
 from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
+from clinix.preprocess.normalize import check_normalization
 
 PREPROCESSED_DIR = f"preprocessed/{CONFIGURATION}"
 
@@ -52,6 +53,10 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
     Raises ``ClinixError`` without a plan, ``DatasetError`` naming the case file that cannot be read.
     """
     plan = load_plan(Path(workdir))
+    try:
+        check_normalization(plan.normalization)
+    except ClinixError as error:
+        raise ClinixError(f"{Path(workdir) / PLANS_FILE}: {error}") from None
     dataset = open_dataset(plan.dataset_root)
     folder = Path(workdir) / PREPROCESSED_DIR
     folder.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise ClinixError(
             f"{path}: cannot be loaded as a clinix checkpoint: not plain data, refused ({first_line[:160]})"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as error:
+    except (RuntimeError, EOFError, ValueError, OSError) as error:  # OSError: a zip archive cut short
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ClinixError(f"{path}: cannot be loaded as a clinix checkpoint ({first_line[:160]})") from None
     if not isinstance(state, dict) or "model" not in state:

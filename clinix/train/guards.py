@@ -59,14 +59,14 @@ def finite_on_every_rank(value: float, context: DistributedContext, device: torc
     return float(sum_over_ranks(bad, context)[0]) == 0.0
 
 
-def diverged(what: str, epoch: int, folder: Path, completed_epochs: int) -> TrainingDiverged:
-    """The error of a run whose ``what`` ("the training loss is NaN at iteration 3") stopped being finite."""
+def diverged(what: str, folder: Path, completed_epochs: int) -> TrainingDiverged:
+    """The error of a run where ``what`` ("the training loss is nan at iteration 3 of epoch 2") happened."""
     if completed_epochs:
         last_good = f"the last good checkpoint is {folder / LATEST} (after epoch {completed_epochs - 1})"
     else:
         last_good = "no checkpoint was written yet"
     return TrainingDiverged(
-        f"training diverged: {what} of epoch {epoch}; nothing of that epoch was saved and {last_good}; "
+        f"training diverged: {what}; nothing of that epoch was saved and {last_good}; "
         "lower the learning rate (plans.json 'optimizer') or check the data"
     )
 

@@ -168,9 +168,10 @@ def _train(
     train_ids, val_ids = fold_cases(workdir, fold)
     checkpoint_path = _starting_checkpoint(folder, options, context)
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if checkpoint_path else None
-    run = build_run(_run_plan(workdir, checkpoint, options), fold, folder, options, context, device, checkpoint)
+    planned = Plan.from_json(checkpoint["plan"]) if checkpoint else load_plan(workdir)
+    warn_if_planned_for_another_device(planned, device)
+    run = build_run(_with_overrides(planned, options), fold, folder, options, context, device, checkpoint)
     require_preprocessed_for(run.plan, workdir, train_ids + val_ids, resumed=checkpoint is not None)
-    warn_if_planned_for_another_device(run.plan, device)
     if checkpoint_path is not None and checkpoint_path.name == FINAL:
         run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs), validating only", echo=True)
     else:
@@ -206,9 +207,8 @@ def _starting_checkpoint(folder: Path, options: TrainingOptions, context: Distri
     return None
 
 
-def _run_plan(workdir: Path, checkpoint: dict[str, Any] | None, options: TrainingOptions) -> Plan:
+def _with_overrides(plan: Plan, options: TrainingOptions) -> Plan:
     """The plan of the run: plans.json (or the resumed run's own), with the options' epochs and iterations."""
-    plan = Plan.from_json(checkpoint["plan"]) if checkpoint else load_plan(workdir)
     overrides = {
         "epochs": options.epochs,
         "iterations_per_epoch": options.iterations,
@@ -361,15 +361,15 @@ def _train_epoch(run: Run, epoch: int, batches: Iterable[tuple[torch.Tensor, tor
             loss = train_step(run, data, target)
             value = loss.item()
             if not finite_on_every_rank(value, run.context, run.device):
-                _stop_diverged(run, f"the training loss is {value} at iteration {iteration}", epoch)
+                _stop_diverged(run, f"the training loss is {value} at iteration {iteration} of epoch {epoch}")
             total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
             advance(value)
     total = sum_over_ranks(total, run.context)
     return float(total[0] / total[1])
 
 
-def _stop_diverged(run: Run, what: str, epoch: int) -> None:
-    error = diverged(what, epoch, run.folder, run.progress.epoch)
+def _stop_diverged(run: Run, what: str) -> None:
+    error = diverged(what, run.folder, run.progress.epoch)
     run.log.line(f"error: {error}")
     raise error
 
@@ -408,7 +408,7 @@ def _validate_epoch(run: Run, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     total, counts = sum_over_ranks(total, run.context), sum_over_ranks(counts, run.context)
     mean = float(total[0] / total[1])
     if not math.isfinite(mean):  # the same sum on every rank: all stop together
-        _stop_diverged(run, f"the validation loss is {mean}", run.progress.epoch)
+        _stop_diverged(run, f"the validation loss of epoch {run.progress.epoch} is {mean}")
     return mean, counts
 
 
@@ -417,7 +417,7 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
     progress = run.progress
     broken = first_nonfinite_parameter(run.network)  # identical weights on every rank
     if broken is not None:
-        _stop_diverged(run, f"the weights ({broken}) are no longer finite at the end", record["epoch"])
+        _stop_diverged(run, f"the weights ({broken}) are no longer finite after epoch {record['epoch']}")
     progress.ema = record["ema"] = update_ema(progress.ema, record["mean"])
     progress.history.append(record)
     progress.epoch += 1

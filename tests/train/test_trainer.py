@@ -54,16 +54,6 @@ def build_tiny_workdir(root: Path) -> Path:
     return workdir
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_workdir(tmp_path_factory.getbasetemp() / "tiny-training")
-
-
-@pytest.fixture
-def workdir(prepared: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(prepared, tmp_path / "work"))
-
-
 @pytest.fixture(scope="module")
 def straight_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fold 0 trained for 3 epochs without interruption, validated without TTA; returns the workdir."""
