@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class Fault:
     exit_code: int = 2
     outputs: Sequence[Path] = ()
     stdout: Sequence[str] = field(default_factory=list)  # lines stdout must contain
+    then: Callable[[], None] | None = None  # further assertions on what the command left behind
 
 
 def run_clinix(*arguments: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -72,6 +73,8 @@ def check_fault(fault: Fault, cwd: Path) -> subprocess.CompletedProcess[str]:
         assert expected in result.stdout.splitlines(), both
     for folder in fault.outputs:
         assert_nothing_partial(folder)
+    if fault.then is not None:
+        fault.then()
     return result
 
 

@@ -469,10 +469,33 @@ def nan_normalisation_statistics_in_plans_json(tmp: Path) -> Fault:
 
 @fault
 def fingerprint_is_redone_when_a_file_changed(tmp: Path) -> Fault:
+    """Same folder, same number of cases, one image rewritten: the old fingerprint must not be reused."""
     root, work = planned(tmp)
+    before = json.loads((work / "fingerprint.json").read_text())["intensity"]["0"]["mean"]
     image, _ = case_arrays(0)
     write_image(root / "imagesTr" / "case00_0000.nii.gz", image[0] + 1000.0, GEOMETRY)
-    return Fault(["fingerprint", root, "-w", work], exit_code=0, outputs=[work])
+
+    def recomputed() -> None:
+        after = json.loads((work / "fingerprint.json").read_text())["intensity"]["0"]["mean"]
+        assert after == pytest.approx(before + 1000.0 / 3, rel=1e-6)  # one case of three moved by 1000
+
+    return Fault(["fingerprint", root, "-w", work], exit_code=0, outputs=[work], then=recomputed)
+
+
+@fault
+def preprocessing_redoes_a_case_whose_file_changed(tmp: Path) -> Fault:
+    root, work = planned(tmp)
+    run_then = check_fault(Fault(["preprocess", "-w", work, "-j", "1"], exit_code=0), tmp)
+    assert "preprocessed 3 cases" in run_then.stdout
+    label = np.zeros(SHAPE, dtype=np.uint8)
+    label[1:5, 1:7, 2:9] = 1
+    write_image(root / "labelsTr" / "case01.nii.gz", label, GEOMETRY, is_label=True)
+    return Fault(
+        ["preprocess", "-w", work, "-j", "1"],
+        exit_code=0,
+        outputs=[work],
+        stdout=["preprocessed 1 cases, skipped 2 already done"],
+    )
 
 
 def copied_workdir(tmp: Path) -> Path:
