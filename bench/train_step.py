@@ -70,7 +70,8 @@ def plan_for_arch(plan_file: Path, arch: str) -> Any:
 def measure_arch(plan_file: Path, arch: str, device_name: str, warmup: int, iterations: int) -> dict[str, Any]:
     """Build the run of ``arch`` and time ``train_step`` on one fixed batch, in this process."""
     from clinix.train.distributed import DistributedContext, training_device
-    from clinix.train.trainer import TrainingOptions, build_run, train_step
+    from clinix.train.run import TrainingOptions, build_run
+    from clinix.train.trainer import train_step
 
     plan = plan_for_arch(plan_file, arch)
     device = training_device(device_name, DistributedContext())

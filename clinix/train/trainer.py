@@ -17,18 +17,12 @@ import math
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.nn.utils import clip_grad_norm_
 
-from clinix import __version__
-from clinix.errors import ClinixError
-from clinix.net.network import ClinixUNet, NetworkConfig
-from clinix.net.registry import build_network
 from clinix.parallel import default_workers
 from clinix.plan.model import CONFIGURATION, Plan, load_plan
 from clinix.train.augment import AugmentationSettings, augment_batch, enlarged_patch_size
@@ -36,23 +30,18 @@ from clinix.train.checkpoint import (
     BEST,
     FINAL,
     LATEST,
-    capture_rng_state,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
 from clinix.train.distributed import (
     DistributedContext,
-    autocast_dtype,
     barrier,
     context_from_environment,
-    ddp_loss_weights,
     rank_batch_size,
     start_process_group,
     stop_process_group,
     sum_over_ranks,
     training_device,
-    wrap_model,
 )
 from clinix.train.guards import (
     diverged,
@@ -62,14 +51,20 @@ from clinix.train.guards import (
     warn_if_planned_for_another_device,
 )
 from clinix.train.loader import BatchLoader
-from clinix.train.logging import EpochRecord, TrainingLog
-from clinix.train.losses import build_loss, deep_supervision_weights
+from clinix.train.logging import EpochRecord
+from clinix.train.run import (
+    Run,
+    TrainingOptions,
+    TrainingResult,
+    build_run,
+    checkpoint_state,
+    starting_checkpoint,
+    with_overrides,
+)
 from clinix.train.sampling import PatchSampler
 from clinix.train.schedule import (
-    INIT_STREAM,
     TRAIN_STREAM,
     VALIDATION_STREAM,
-    build_optimizer,
     poly_lr,
     seed_global_generators,
     set_learning_rate,
@@ -79,67 +74,6 @@ from clinix.train.splits import Fold, fold_cases, parse_fold
 from clinix.train.validation import confusion_counts, mean_dice, pseudo_dice, update_ema, validate_fold
 
 RESULTS_DIR = f"results/{CONFIGURATION}"
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """How to run ``train_fold``. None means the plan's value (or, on ``resume``, the run's own)."""
-
-    device: str = "auto"
-    epochs: int | None = None
-    iterations: int | None = None
-    val_iterations: int | None = None
-    seed: int | None = None
-    workers: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    validation: bool = True
-    tta: bool = True
-    echo: bool = True
-
-
-@dataclass
-class TrainingResult:
-    """What a fold's run produced; ``validation_dice`` is the validation's mean DSC over classes."""
-
-    fold: Fold
-    folder: Path
-    epochs: int
-    best_ema: float | None
-    ema: float | None
-    validation_summary: Path | None = None
-    validation_dice: float | None = None
-    main_process: bool = True  # False on the ranks other than 0 of a torchrun job
-
-
-@dataclass
-class Progress:
-    """How far a run got: what a checkpoint restores besides the weights and the optimizer."""
-
-    epoch: int = 0  # completed epochs
-    ema: float | None = None
-    best_ema: float | None = None
-    history: list[EpochRecord] = field(default_factory=list)
-
-
-@dataclass
-class Run:
-    """Everything the loop works with. ``model`` is ``network``, or ``network`` under DDP."""
-
-    plan: Plan
-    fold: Fold
-    folder: Path
-    seed: int
-    device: torch.device
-    context: DistributedContext
-    network: ClinixUNet
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    loss: nn.Module
-    amp_dtype: torch.dtype | None
-    log: TrainingLog
-    progress: Progress = field(default_factory=Progress)
 
 
 def train_fold(
@@ -166,11 +100,11 @@ def _train(
 ) -> TrainingResult:
     folder = workdir / RESULTS_DIR / f"fold_{fold}"
     train_ids, val_ids = fold_cases(workdir, fold)
-    checkpoint_path = _starting_checkpoint(folder, options, context)
+    checkpoint_path = starting_checkpoint(folder, options, context)
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if checkpoint_path else None
     planned = Plan.from_json(checkpoint["plan"]) if checkpoint else load_plan(workdir)
     warn_if_planned_for_another_device(planned, device)
-    run = build_run(_with_overrides(planned, options), fold, folder, options, context, device, checkpoint)
+    run = build_run(with_overrides(planned, options), fold, folder, options, context, device, checkpoint)
     require_preprocessed_for(run.plan, workdir, train_ids + val_ids, resumed=checkpoint is not None)
     if checkpoint_path is not None and checkpoint_path.name == FINAL:
         run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs), validating only", echo=True)
@@ -182,102 +116,6 @@ def _train(
     if context.is_main and options.validation:
         result.validation_summary, result.validation_dice = _final_validation(run, workdir, val_ids, options.tta)
     return result
-
-
-def _starting_checkpoint(folder: Path, options: TrainingOptions, context: DistributedContext) -> Path | None:
-    """The checkpoint to continue from (``resume``: final, else latest), or None for a fresh run.
-
-    A fresh run in a folder that holds one is refused unless ``overwrite``, which deletes its checkpoints.
-    """
-    existing = [folder / name for name in (FINAL, LATEST) if (folder / name).is_file()]
-    if options.resume:
-        if not existing:
-            raise ClinixError(f"--resume: {folder} holds no {LATEST} or {FINAL} to continue from")
-        return existing[0]
-    if existing and not options.overwrite:
-        raise ClinixError(
-            f"{folder} already holds a run ({existing[0].name}); "
-            "continue it with --resume or start over with --overwrite"
-        )
-    barrier(context)  # every rank has looked before rank 0 deletes
-    if existing and context.is_main:
-        for name in (FINAL, LATEST, BEST):
-            (folder / name).unlink(missing_ok=True)
-    barrier(context)
-    return None
-
-
-def _with_overrides(plan: Plan, options: TrainingOptions) -> Plan:
-    """The plan of the run: plans.json (or the resumed run's own), with the options' epochs and iterations."""
-    overrides = {
-        "epochs": options.epochs,
-        "iterations_per_epoch": options.iterations,
-        "val_iterations": options.val_iterations,
-    }
-    for name, value in overrides.items():
-        if value is not None and value < 1:
-            raise ClinixError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
-    return dataclasses.replace(plan, **{name: value for name, value in overrides.items() if value is not None})
-
-
-def build_run(
-    plan: Plan,
-    fold: Fold,
-    folder: Path,
-    options: TrainingOptions,
-    context: DistributedContext,
-    device: torch.device,
-    checkpoint: dict[str, Any] | None = None,
-) -> Run:
-    """The network (deep supervision on), optimizer, scaler, loss and log of a run, restored from
-    ``checkpoint`` when given. Also used by ``bench/train_step.py`` to time ``train_step``.
-    """
-    seed = options.seed if options.seed is not None else checkpoint.get("seed", 0) if checkpoint else 0
-    if seed < 0:
-        raise ClinixError(f"--seed must be non-negative, got {seed}")
-    torch.manual_seed(stream_seed(seed, INIT_STREAM))  # the initial weights (DDP then copies rank 0's)
-    network = build_network(plan.arch, NetworkConfig.from_dict({**plan.network, "deep_supervision": True})).to(device)
-    weights = deep_supervision_weights(network.config.num_stages - 1)
-    amp_dtype = autocast_dtype(device)
-    run = Run(
-        plan=plan,
-        fold=fold,
-        folder=folder,
-        seed=seed,
-        device=device,
-        context=context,
-        network=network,
-        model=wrap_model(network, context, device),
-        optimizer=build_optimizer(network.parameters(), plan.optimizer),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        loss=build_loss(
-            plan.loss,
-            batch_dice=plan.batch_dice,
-            ignore_label=plan.ignore_label,
-            deep_supervision_weights=ddp_loss_weights(weights, context),
-        ),
-        amp_dtype=amp_dtype,
-        log=TrainingLog(folder, enabled=context.is_main, echo=options.echo),
-    )
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if checkpoint is not None:
-        _restore(run, checkpoint)
-    return run
-
-
-def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
-    try:
-        run.network.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise ClinixError(
-            f"the checkpoint does not fit its own plan's network ({str(error).splitlines()[0]})"
-        ) from None
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    if checkpoint.get("scaler") and run.scaler.is_enabled():
-        run.scaler.load_state_dict(checkpoint["scaler"])
-    restore_rng_state(checkpoint["rng"])
-    run.progress = Progress(checkpoint["epoch"], checkpoint["ema"], checkpoint["best_ema"], list(checkpoint["history"]))
 
 
 def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], workers: int | None) -> None:
@@ -296,7 +134,7 @@ def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], work
         for epoch in range(start, plan.epochs):
             _end_epoch(run, _run_epoch(run, epoch, train_loader, val_loader))
     if run.context.is_main:
-        save_checkpoint(run.folder / FINAL, _checkpoint(run))
+        save_checkpoint(run.folder / FINAL, checkpoint_state(run))
     barrier(run.context)
 
 
@@ -426,7 +264,7 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
         progress.best_ema = progress.ema
     run.log.record_epoch(record, progress.history)
     if run.context.is_main:
-        state = _checkpoint(run)
+        state = checkpoint_state(run)
         if improved:
             save_checkpoint(run.folder / BEST, state)
             run.log.line(f"new best EMA pseudo-Dice {progress.best_ema:.4f}")
@@ -434,30 +272,9 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
     barrier(run.context)
 
 
-def _checkpoint(run: Run) -> dict[str, Any]:
-    """The checkpoint dict (keys in clinix.train.checkpoint) for the run as it stands."""
-    progress = run.progress
-    return {
-        "model": run.network.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
-        "scheduler": {"epoch": progress.epoch, "lr": run.optimizer.param_groups[0]["lr"]},
-        "epoch": progress.epoch,
-        "best_ema": progress.best_ema,
-        "ema": progress.ema,
-        "history": progress.history,
-        "rng": capture_rng_state(),
-        "plan": run.plan.to_json(),
-        "fold": run.fold,
-        "seed": run.seed,
-        "clinix_version": __version__,
-        "mirror_axes": list(AugmentationSettings().mirror_axes),
-    }
-
-
 def _final_validation(run: Run, workdir: Path, val_ids: list[str], tta: bool) -> tuple[Path, float | None]:
     run.log.line(f"final validation of {len(val_ids)} cases (sliding window, TTA {'on' if tta else 'off'})", echo=True)
-    summary, means = validate_fold(workdir, run.plan, _checkpoint(run), val_ids, run.folder, run.device, tta)
+    summary, means = validate_fold(workdir, run.plan, checkpoint_state(run), val_ids, run.folder, run.device, tta)
     dice = means.get("DSC")
     run.log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary}")  # the CLI prints it
     return summary, dice
