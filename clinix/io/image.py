@@ -7,6 +7,7 @@ the same axis order ``(z, y, x)``; ``origin`` and ``direction`` stay in SimpleIT
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ import SimpleITK as sitk
 from clinix.errors import DatasetError
 from clinix.io.atomic import atomic_files, atomic_path
 from clinix.io.itk import itk_call
-from clinix.io.voxel_data import needs_scan, nonfinite_nifti_voxels, scan_voxel_data
+from clinix.io.voxel_data import IncompleteData, is_gipl, is_nifti, nonfinite_nifti_voxels, scan_voxel_data
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz", ".nhdr")
 MULTI_FILE_ENDINGS = (".mhd", ".nhdr")  # a header beside a separate data file
+_voxel_scans = ThreadPoolExecutor(max_workers=2, thread_name_prefix="clinix-voxel-scan")
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,26 @@ def strip_ending(name: str) -> str:
     return name
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _read_checked(path: Path) -> tuple[sitk.Image, int]:
+    """SimpleITK's read of ``path``, and the number of non-finite voxels the checks of voxel_data.py found.
+
+    A NIfTI file's check runs in a thread beside SimpleITK's read, which releases the GIL: on two cores
+    it adds no time (``bench/read.py``). Its error, when it finds one, says more than SimpleITK's.
+    """
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    return itk_call(path, lambda: sitk.ReadImage(str(path)))
+    scan = _voxel_scans.submit(scan_voxel_data, path) if is_nifti(path) else None
+    try:
+        image = itk_call(path, lambda: sitk.ReadImage(str(path)))
+    except DatasetError:
+        if scan is not None and isinstance(scan.exception(), IncompleteData):
+            raise scan.exception() from None  # "cut short" says more than SimpleITK's failure
+        raise
+    if scan is not None:
+        return image, scan.result()
+    if is_gipl(path):
+        return image, scan_voxel_data(path, gipl_data_bytes=sitk.GetArrayViewFromImage(image).nbytes)
+    return image, 0
 
 
 def read_geometry(path: str | Path) -> tuple[tuple[int, ...], int, Geometry]:
@@ -110,11 +128,14 @@ def read_image(path: str | Path, dtype: np.dtype | type | None = np.float32) -> 
         geometry: spacing ``(z, y, x)``, origin and direction as SimpleITK gives them.
     """
     path = Path(path)
-    image = _read_sitk(path)
+    image, nonfinite = _read_checked(path)
     dim = image.GetDimension()
     if dim not in (3, 4):
         raise DatasetError(path, f"is a {dim}D image; clinix reads 3D images (or 4D with channels last)")
-    array = _voxels(path, image)
+    array = sitk.GetArrayFromImage(image)
+    if nonfinite and array.dtype.kind == "f":  # NIfTI: SimpleITK read them as 0
+        where, values = nonfinite_nifti_voxels(path, array.shape, image.GetNumberOfComponentsPerPixel())
+        array.reshape(-1)[where] = values
     if image.GetNumberOfComponentsPerPixel() > 1:
         if dim == 4:
             raise DatasetError(path, "4D images with vector pixels are not supported")
@@ -125,20 +146,6 @@ def read_image(path: str | Path, dtype: np.dtype | type | None = np.float32) -> 
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     return np.ascontiguousarray(array), Geometry(spacing, origin, direction)
-
-
-def _voxels(path: Path, image: sitk.Image) -> np.ndarray:
-    """The image's voxels as SimpleITK's array, after the checks SimpleITK leaves out (voxel_data.py):
-    a truncated NIfTI or GIPL file is a DatasetError, and NIfTI's NaN and ±inf voxels keep their values.
-    """
-    array = sitk.GetArrayFromImage(image)
-    if not needs_scan(path):
-        return array
-    nonfinite = scan_voxel_data(path, gipl_data_bytes=array.nbytes)
-    if nonfinite and array.dtype.kind == "f":
-        where, values = nonfinite_nifti_voxels(path, array.shape, image.GetNumberOfComponentsPerPixel())
-        array.reshape(-1)[where] = values
-    return array
 
 
 def require_finite(path: str | Path, image: np.ndarray) -> None:

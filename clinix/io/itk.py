@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from clinix.errors import ClinixWarning, DatasetError
-from clinix.io.voxel_data import GZIP_MAGIC, content_chunks
+from clinix.io.voxel_data import GZIP_MAGIC, content_chunks, read_nifti_header
 
 R = TypeVar("R")
 
@@ -145,6 +145,8 @@ def _unknown_format(path: Path) -> str:
     if ending is None:
         return "not an image format SimpleITK reads (unknown file ending)"
     expected = FORMAT_NAMES[ending]
+    if expected == "NIfTI" and _nifti_version(path) == 2:
+        return "a NIfTI-2 file, which SimpleITK does not read; save it as NIfTI-1 (nibabel: Nifti1Image)"
     if head == GZIP_MAGIC:
         try:
             for _ in content_chunks(path):  # a gzip stream cut short or corrupt says so
@@ -155,6 +157,13 @@ def _unknown_format(path: Path) -> str:
     if ending.endswith(".gz"):
         return f"not a {expected} file SimpleITK can read (named {ending}, but not gzip-compressed)"
     return f"not a {expected} file SimpleITK can read (its content does not start like one)"
+
+
+def _nifti_version(path: Path) -> int | None:
+    try:
+        return read_nifti_header(path).version
+    except DatasetError:
+        return None
 
 
 def _most_specific_line(text: str) -> str:

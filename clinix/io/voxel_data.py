@@ -29,6 +29,10 @@ CHUNK_BYTES = 1 << 20
 NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype code -> numpy type of the voxels
 
 
+class IncompleteData(DatasetError):
+    """The file ends before its data does, or its gzip data is corrupt."""
+
+
 @dataclass(frozen=True)
 class NiftiHeader:
     """What the voxel checks need of a NIfTI-1 or NIfTI-2 header.
@@ -43,6 +47,7 @@ class NiftiHeader:
     scl_slope: float
     scl_inter: float
     endian: str
+    version: int = 1
 
     @property
     def data_bytes(self) -> int:
@@ -63,16 +68,17 @@ def is_gipl(path: Path) -> bool:
     return path.name.lower().endswith((".gipl", ".gipl.gz"))
 
 
-def needs_scan(path: Path) -> bool:
-    """Whether ``scan_voxel_data`` checks anything for this file (NIfTI and GIPL)."""
-    return is_nifti(path) or is_gipl(path)
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
 
 
 def scan_voxel_data(path: Path, gipl_data_bytes: int | None = None) -> int:
     """Check that ``path`` holds all its voxel data; return its number of non-finite float voxels (NIfTI).
 
     ``gipl_data_bytes``: the voxel bytes of a GIPL file (from its header, as SimpleITK reads it).
-    Raises ``DatasetError`` for a truncated file or corrupt gzip data.
+    Raises ``IncompleteData`` for a truncated file or corrupt gzip data, ``DatasetError`` for a NIfTI file
+    without a valid header.
     """
     if is_nifti(path):
         header = read_nifti_header(path)
@@ -80,12 +86,15 @@ def scan_voxel_data(path: Path, gipl_data_bytes: int | None = None) -> int:
     else:
         expected, dtype, offset = GIPL_HEADER_BYTES + (gipl_data_bytes or 0), None, GIPL_HEADER_BYTES
     counter = _NonFiniteCounter(dtype, offset, expected)
-    total = 0
-    for chunk in content_chunks(path):
-        counter.feed(total, chunk)
-        total += len(chunk)
+    if dtype is None and not is_gzip(path):  # nothing to count: the size on disk is the whole check
+        total = path.stat().st_size
+    else:
+        total = 0
+        for chunk in content_chunks(path):
+            counter.feed(total, chunk)
+            total += len(chunk)
     if total < expected:
-        raise DatasetError(
+        raise IncompleteData(
             path, f"truncated: it holds {max(total - offset, 0):,} of the {expected - offset:,} bytes of voxel data"
         )
     return counter.count
@@ -109,7 +118,7 @@ def read_nifti_header(path: Path) -> NiftiHeader:
             rank, *dims = struct.unpack(endian + "8q", raw[16:80])
             (vox_offset,) = struct.unpack(endian + "q", raw[168:176])
             slope, inter = struct.unpack(endian + "2d", raw[176:192])
-            return _header(rank, dims, datatype, bitpix, vox_offset, slope, inter, endian, path)
+            return _header(rank, dims, datatype, bitpix, vox_offset, slope, inter, endian, path, version=2)
     raise DatasetError(path, "not a NIfTI file (no NIfTI-1 or NIfTI-2 header at its start)")
 
 
@@ -123,10 +132,12 @@ def _header(
     inter: float,
     endian: str,
     path: Path,
+    version: int = 1,
 ) -> NiftiHeader:
     if not 1 <= rank <= 7 or any(d < 1 for d in dims[:rank]) or bitpix <= 0:
         raise DatasetError(path, f"not a valid NIfTI header (dim {[rank, *dims]}, bitpix {bitpix})")
-    return NiftiHeader(tuple(int(d) for d in dims[:rank]), datatype, bitpix, int(vox_offset), slope, inter, endian)
+    dims = tuple(int(d) for d in dims[:rank])
+    return NiftiHeader(dims, datatype, bitpix, int(vox_offset), slope, inter, endian, version)
 
 
 def nonfinite_nifti_voxels(path: Path, array_shape: tuple[int, ...], components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,15 +193,13 @@ class _NonFiniteCounter:
 def content_chunks(path: Path) -> Iterator[bytes]:
     """The file's content, decompressed when it is gzip data (every member), in bounded chunks.
 
-    Raises ``DatasetError`` when the gzip stream ends before its end marker or fails its CRC check.
+    Raises ``IncompleteData`` when the gzip stream ends before its end marker or fails its CRC check.
     """
     with path.open("rb") as file:
-        if file.read(2) != GZIP_MAGIC:
-            file.seek(0)
+        if not is_gzip(path):
             while chunk := file.read(CHUNK_BYTES):
                 yield chunk
             return
-        file.seek(0)
         decompressor, pending, member_ended = None, b"", True
         try:
             while True:
@@ -212,6 +221,6 @@ def content_chunks(path: Path) -> Iterator[bytes]:
                 else:
                     pending = decompressor.unconsumed_tail
         except zlib.error as error:
-            raise DatasetError(path, f"corrupt gzip data ({error})") from None
+            raise IncompleteData(path, f"corrupt gzip data ({error})") from None
         if not member_ended:
-            raise DatasetError(path, "truncated: its gzip stream ends early (the file was cut short)")
+            raise IncompleteData(path, "truncated: its gzip stream ends early (the file was cut short)")

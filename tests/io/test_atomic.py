@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clinix import __version__
-from clinix.io.atomic import atomic_path, write_json
+from clinix.io.atomic import atomic_files, atomic_path, remove_leftovers, write_json
 
 
 def test_json_carries_the_version_first_and_is_indented(tmp_path: Path) -> None:
@@ -35,3 +35,35 @@ def test_written_files_follow_the_umask_not_0600(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_a_set_of_files_lands_under_final_names_header_last(tmp_path: Path, monkeypatch) -> None:
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), real_replace(src, dst)))
+    with atomic_files(tmp_path / "case.mhd") as folder:
+        (folder / "case.mhd").write_text("ElementDataFile = case.zraw\n")
+        (folder / "case.zraw").write_bytes(b"data")
+    assert renamed == ["case.zraw", "case.mhd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.mhd", "case.zraw"]
+
+
+def test_a_failed_set_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_files(tmp_path / "case.nhdr") as folder:
+        (folder / "case.raw.gz").write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    with (
+        pytest.raises(FileNotFoundError, match=r"did not create case\.nhdr"),
+        atomic_files(tmp_path / "case.nhdr") as f,
+    ):
+        (f / "case.raw.gz").write_bytes(b"data only")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".case.npy.abc.tmp").write_bytes(b"half")
+    (tmp_path / ".case.mhd.xyz.tmpdir").mkdir()
+    (tmp_path / ".case.mhd.xyz.tmpdir" / "case.zraw").write_bytes(b"half")
+    (tmp_path / "case.npy").write_bytes(b"whole")
+    remove_leftovers(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["case.npy"]
