@@ -53,15 +53,23 @@ def summary_table(summary: EvaluationSummary) -> Table:
     for _, header, _ in TABLE_COLUMNS:
         table.add_column(header, justify="right")
     table.add_column("DSC cases", justify="right")
-    table.add_column("missed / spurious", justify="right")
     for name, class_summary in summary.per_class.items():
         in_mean = class_summary.n_cases - class_summary.n_undefined["DSC"]
-        missed = f"{class_summary.n_missed} / {class_summary.n_spurious}"
-        table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}", missed)
+        table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}")
     table.add_section()
-    table.add_row("mean", *_table_values(summary.foreground_mean), "", "", style="bold")
-    table.caption = f"HD95: {HD95_MISSING_RULES[summary.hd95_missing]} (--hd95-missing {summary.hd95_missing})"
+    table.add_row("mean", *_table_values(summary.foreground_mean), "", style="bold")
+    table.caption = f"{_misses(summary)}. HD95: {HD95_MISSING_RULES[summary.hd95_missing]}"
     return table
+
+
+def _misses(summary: EvaluationSummary) -> str:
+    """"tumour: 1 missed, 2 spurious" for each class with a structure in only one map, or that there is none."""
+    counts = [
+        f"{name}: {s.n_missed} missed, {s.n_spurious} spurious"
+        for name, s in summary.per_class.items()
+        if s.n_missed or s.n_spurious
+    ]
+    return "; ".join(counts) if counts else "No structure missed or spurious"
 
 
 def _table_values(mean: dict[str, float]) -> list[str]:

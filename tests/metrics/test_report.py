@@ -19,13 +19,13 @@ REF = [[[1, 1, 1, 1, 0, 0]]]
 PRED = [[[0, 0, 1, 1, 0, 0]]]
 
 
-def _summary() -> EvaluationSummary:
-    metrics = evaluate_case(np.array(PRED), np.array(REF), (1.0, 1.0, 1.0), labels=[1, 2])
+def _summary(pred=PRED, ref=REF, labels=(1, 2)) -> EvaluationSummary:
+    metrics = evaluate_case(np.array(pred), np.array(ref), (1.0, 1.0, 1.0), labels=list(labels))
     case = CaseResult("case1", Path("ref/case1.nii.gz"), Path("pred/case1.nii.gz"), metrics)
     return EvaluationSummary(
         prediction_folder=Path("pred"),
         reference_folder=Path("ref"),
-        classes=[ClassSpec("1", (1,)), ClassSpec("2", (2,))],
+        classes=[ClassSpec(str(label), (label,)) for label in labels],
         cases=[case],
         failed=[],
         missing_predictions=[],
@@ -65,3 +65,13 @@ def test_table_shows_each_class_and_the_mean_row():
     row_mean = next(line for line in lines if line.startswith("│ mean"))
     assert "0.6667" in row_1 and "1/1" in row_1
     assert "0.6667" in row_mean
+
+
+def test_the_caption_names_missed_and_spurious_structures_and_the_hd95_rule() -> None:
+    # class 3 is in the reference only (missed), class 4 in the prediction only (spurious)
+    summary = _summary(pred=[[[1, 1, 0, 0, 4, 0]]], ref=[[[1, 1, 3, 0, 0, 0]]], labels=(1, 3, 4))
+    assert summary_table(summary).caption == (
+        "3: 1 missed, 0 spurious; 4: 0 missed, 1 spurious. "
+        "HD95: a structure in only one of the two maps scores the image diagonal in mm"
+    )
+    assert summary_table(_summary()).caption.startswith("No structure missed or spurious. ")
