@@ -35,6 +35,13 @@ def plan(
     arch: str = typer.Option(DEFAULT_ARCH, "--arch", help=options.ARCH_HELP),
     loss: str = typer.Option(DEFAULT_LOSS, "--loss", help="ce-dice | ce-dice-rs | ce-dice-trs-fixed | ce-dice-trs."),
     orders: str = typer.Option(None, "--orders", help="hgConv orders of the HGCN stages, e.g. 4,5,6."),
+    seconds_per_iteration: float = typer.Option(
+        None,
+        "--seconds-per-iteration",
+        help="CPU plans: seconds one training iteration may take on this machine (default 2; more: larger patch).",
+        show_default=False,
+    ),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure this CPU's training speed again."),
     workers: int = options.WORKERS,
 ) -> None:
     """Choose spacing, normalization, patch, batch and network for a dataset (3d_fullres)."""
@@ -49,6 +56,8 @@ def plan(
         loss=loss,
         orders=None if orders is None else options.parse_int_list("--orders", orders),
         workers=workers,
+        seconds_per_iteration=seconds_per_iteration,
+        recalibrate=recalibrate,
     )
     console = Console()
     console.print(plan_table(result))
@@ -73,9 +82,22 @@ def plan_table(plan: Plan) -> Table:
     )
     table.caption = (
         f"spacing {_tuple(plan.target_spacing, '.3g')} mm · arch {plan.arch} · loss {plan.loss} · "
-        f"features {network['features']} · est. {plan.memory_estimate_gb:.2f} GB"
+        f"features {network['features']} · {_costs(plan)}"
     )
     return table
+
+
+def _costs(plan: Plan) -> str:
+    """ "memory 7.42 of 8 GB (cuda)" and, for a CPU plan, "2.00 s per iteration of 2 s (95 GFLOP/s measured)"."""
+    where = "RAM" if plan.device == "cpu" else plan.device
+    text = f"memory {plan.memory_estimate_gb:.2f} of {plan.memory_gb:g} GB ({where})"
+    if plan.seconds_per_iteration_estimate is not None and plan.cpu_flops_per_second:
+        speed = plan.cpu_flops_per_second / 1e9
+        text += (
+            f" · {plan.seconds_per_iteration_estimate:.2f} s per iteration of {plan.seconds_per_iteration_budget:g} s"
+            f" ({speed:.0f} GFLOP/s measured)"
+        )
+    return text
 
 
 def _tuple(values: list, spec: str = "") -> str:

@@ -63,7 +63,7 @@ def summary_table(summary: EvaluationSummary) -> Table:
 
 
 def _misses(summary: EvaluationSummary) -> str:
-    """"tumour: 1 missed, 2 spurious" for each class with a structure in only one map, or that there is none."""
+    """ "tumour: 1 missed, 2 spurious" for each class with a structure in only one map, or that there is none."""
     counts = [
         f"{name}: {s.n_missed} missed, {s.n_spurious} spurious"
         for name, s in summary.per_class.items()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clinix.net import scan
+from clinix.net.scan.meta import meta_selective_scan
 
 D_STATE = 16
 D_CONV = 4
@@ -43,15 +44,10 @@ def _causal_conv1d_kernel() -> Callable[..., torch.Tensor] | None:
     return causal_conv1d_fn
 
 
-def _shape_only_scan(u: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    """For meta tensors (FLOP counting, shape checks): the scan's output shape, with no recurrence to run."""
-    return torch.empty_like(u)
-
-
 def _kernels(device: torch.device) -> tuple[ScanFn, Callable[..., torch.Tensor] | None]:
     """The selective scan for tensors on ``device``, and the CUDA causal conv (None: PyTorch's conv)."""
-    if device.type == "meta":
-        return _shape_only_scan, None
+    if device.type == "meta":  # planning: only the buffers of a backend (scan/meta.py)
+        return meta_selective_scan, None
     if device.type == "cuda" and scan.active_scan_backend(device) == MAMBA_SSM_BACKEND:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # the dispatcher imported it
 

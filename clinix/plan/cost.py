@@ -1,18 +1,13 @@
-"""What a planned network costs: activation memory and forward FLOPs, measured, not assumed.
+"""What a planned network costs in arithmetic: forward FLOPs and tensors saved for backward, per voxel.
 
-nnU-Net sizes patches with a constant calibrated for its PlainConvUNet (560e6 conv-output elements per
-sample ≈ 8 GB at batch 2). HGCN and Mamba stages keep far more tensors for the backward pass than two
-plain convolutions, so clinix measures the network it actually plans: one forward pass on the ``meta``
-device (shapes only, no arithmetic, milliseconds) records every tensor autograd saves for backward
-(``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage) and the conv/linear FLOPs
-(``torch.utils.flop_counter``). Every stage's tensors scale with the patch volume, so one measurement at
-the smallest valid patch gives bytes and FLOPs per patch voxel for the whole search.
-
-Measured (6 stages, features 32..320, 4 classes, 128³, batch 2, CUDA AMP factor applied): ``mambaclinix``
-needs about 20 GB (7.1 kB of saved fp32 tensors per patch voxel, 11.6 bytes per nnU-Net-style conv-output
-element); clinix's ``resunet`` about 21 GB. nnU-Net's constant sizes its PlainConvUNet at the same patch
-and batch to 8 GB: MambaClinix needs about 2.5x that, which matches the paper training 128³ patches at
-batch 2 on 24 GB cards. ``tests/plan/test_cost.py`` pins the measurement against a real CPU pass.
+One forward pass on the ``meta`` device (shapes only, no arithmetic, milliseconds) records the conv and
+linear FLOPs (``torch.utils.flop_counter``), which are exactly proportional to the patch volume for a
+given topology, and every tensor autograd saves for backward (``saved_tensors_hooks``, deduplicated by
+storage), measured at the smallest valid patch. The memory of a training step is not extrapolated from
+these (at the smallest patch the Mamba stages' fixed buffers dominate): ``clinix.plan.memory`` simulates
+whole steps. The saved bytes per conv-output element remain the figure to compare with nnU-Net's
+constant for its PlainConvUNet (560e6 elements per sample at 8 GB, batch 2): MambaClinix saves about
+11.6 bytes per element, which is why its patches are smaller than a plain U-Net's at the same budget.
 """
 
 from __future__ import annotations
@@ -28,50 +23,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from clinix.net.network import NetworkConfig
 from clinix.net.registry import build_network
 
-GIB = 1024**3
-# fp32 Adam training holds weights, gradients and two moment buffers: 16 bytes per parameter.
-BYTES_PER_PARAMETER_TRAINING = 16
-# Backward briefly holds the gradient of the largest activations beside the saved tensors.
-BACKWARD_TRANSIENT_FACTOR = 2.0
-# CUDA context, cuDNN workspaces, allocator fragmentation.
-CUDA_OVERHEAD_GB = 1.0
-# Under CUDA autocast, convolutions save half-precision tensors while norms and the Mamba layers stay in
-# float32. Assumed, not measured here (no GPU on the build machines): 0.6 of the fp32 activation bytes.
-AMP_ACTIVATION_FACTOR = 0.6
-# Forward+backward ≈ 3x the forward FLOPs. Effective throughput of a whole training step on a quiet 2-core
-# CPU, measured by bench/plan_cpu.py: 41 GFLOP/s for the thin CPU-plan network (8..64 features), 94 for a
-# full-width one; thin layers use the cores worst, so a figure below the thin network's is used.
-TRAINING_FLOPS_FACTOR = 3.0
-CPU_EFFECTIVE_FLOPS = 30e9
-
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """Per-sample costs of one network, per voxel of the training patch."""
+    """Per-sample costs of one network, per voxel of the training patch (at the smallest patch)."""
 
     saved_bytes_per_voxel: float
     largest_saved_bytes_per_voxel: float
     forward_flops_per_voxel: float
     conv_output_elements_per_voxel: float
     parameters: int
-
-    def training_memory_gb(self, patch: list[int] | tuple[int, ...], batch_size: int, device: str) -> float:
-        """Peak memory of one training iteration: activations, backward transients, parameter state."""
-        voxels = math.prod(patch)
-        activations = (
-            batch_size
-            * voxels
-            * (self.saved_bytes_per_voxel + BACKWARD_TRANSIENT_FACTOR * self.largest_saved_bytes_per_voxel)
-        )
-        if device == "cuda":
-            activations *= AMP_ACTIVATION_FACTOR
-        total = activations + BYTES_PER_PARAMETER_TRAINING * self.parameters
-        return total / GIB + (CUDA_OVERHEAD_GB if device == "cuda" else 0.0)
-
-    def cpu_seconds_per_iteration(self, patch: list[int] | tuple[int, ...], batch_size: int) -> float:
-        """Expected seconds of one forward+backward on a 2-core CPU (a model, see CPU_EFFECTIVE_FLOPS)."""
-        flops = TRAINING_FLOPS_FACTOR * self.forward_flops_per_voxel * math.prod(patch) * batch_size
-        return flops / CPU_EFFECTIVE_FLOPS
 
     @property
     def bytes_per_conv_element(self) -> float:

@@ -86,7 +86,10 @@ class Plan:
     device: str = "cuda"
     memory_gb: float = 8.0
     memory_estimate_gb: float | None = None
+    memory_model_version: int = 1
     seconds_per_iteration_budget: float | None = None
+    seconds_per_iteration_estimate: float | None = None
+    cpu_flops_per_second: float | None = None
     configuration: str = CONFIGURATION
     notes: list[str] = field(default_factory=list)
 

@@ -1,13 +1,14 @@
 """``plan_experiment``: from a dataset fingerprint to ``WORK/plans.json`` (SPEC §3, nnU-Net reference §3).
 
-The search is nnU-Net's — start from a 256³-voxel patch shaped by the inverse spacing, shrink the axis
-most over its median size until the network fits — but "fits" is judged for the network actually
-planned (``clinix.plan.cost``): its measured activation memory against ``--memory-gb`` on a GPU, and its
-measured FLOPs against a seconds-per-iteration budget on a CPU.
+Target spacing, normalisation and nnU-Net's topology rules as the reference has them; the patch search
+(search.py) judges "fits" for the network actually planned: the memory of its training step, simulated
+(memory.py), against ``--memory-gb``, and on a CPU its FLOPs at this machine's measured speed (speed.py)
+against the seconds-per-iteration budget.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ import numpy as np
 from clinix.errors import ClinixError, DatasetError
 from clinix.fingerprint import Fingerprint, extract_fingerprint
 from clinix.io.atomic import write_json
-from clinix.net.network import NetworkConfig
-from clinix.net.registry import config_for_arch
-from clinix.plan.cost import NetworkCost, measure_cost
+from clinix.net.registry import block_map_for_arch
+from clinix.net.scan.dispatch import active_scan_backend
+from clinix.plan.memory import MODEL_VERSION
 from clinix.plan.model import PLANS_FILE, ChannelNormalization, OptimizerSettings, Plan, ResamplingSettings
+from clinix.plan.search import MIN_BATCH_SIZE, Budget, PatchSearch
+from clinix.plan.speed import ASSUMED_CPU_FLOPS, cpu_training_flops
 from clinix.plan.topology import (
-    MIN_FEATURE_MAP_EDGE,
     Topology,
     initial_patch,
     pool_and_kernel_topology,
@@ -33,7 +35,6 @@ from clinix.plan.topology import (
 from clinix.train.losses import DEFAULT_LOSS, LOSS_NAMES
 
 DEFAULT_ARCH = "mambaclinix"
-MIN_BATCH_SIZE = 2
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
 NONZERO_MASK_THRESHOLD = 0.75  # z-score inside the body when cropping removed more than a quarter
 NNUNET_REFERENCE_ELEMENTS = 560e6  # PlainConvUNet conv-output elements per sample at 8 GB, batch 2
@@ -75,16 +76,32 @@ def plan_experiment(
     loss: str = DEFAULT_LOSS,
     orders: list[int] | None = None,
     workers: int | None = None,
+    seconds_per_iteration: float | None = None,
+    recalibrate: bool = False,
 ) -> tuple[Plan, Path]:
-    """Plan ``3d_fullres`` for a dataset; runs the fingerprint first when it is missing."""
+    """Plan ``3d_fullres`` for a dataset; runs the fingerprint first when it is missing.
+
+    For the CPU the machine's training speed is measured once (``clinix.plan.speed``, cached;
+    ``recalibrate`` measures again) and ``seconds_per_iteration`` replaces the profile's 2 s.
+    """
     if device not in PROFILES:
         raise ClinixError(f"unknown device {device!r}; plan for 'cuda' or 'cpu'")
     if loss not in LOSS_NAMES:
         raise ClinixError(f"unknown loss {loss!r}; choose from {', '.join(LOSS_NAMES)}")
-    if memory_gb <= 0:
-        raise ClinixError(f"--memory-gb must be positive, not {memory_gb}")
+    if not math.isfinite(memory_gb) or memory_gb <= 0:
+        raise ClinixError(f"--memory-gb must be a positive number of GB, not {memory_gb:g}")
+    if seconds_per_iteration is not None and (device != "cpu" or not 0 < seconds_per_iteration < math.inf):
+        raise ClinixError("--seconds-per-iteration takes a positive number of seconds, and only with --device cpu")
+    block_map_for_arch(arch, 2)  # an unknown --arch is refused before the fingerprint runs
     fingerprint, _ = extract_fingerprint(dataset_root, workdir, workers=workers)
-    plan = make_plan(fingerprint, PROFILES[device], memory_gb, arch, loss, orders)
+    profile = PROFILES[device]
+    if device == "cpu":
+        seconds = seconds_per_iteration or profile.seconds_per_iteration
+        profile = dataclasses.replace(profile, seconds_per_iteration=seconds)
+        flops = cpu_training_flops(arch, recalibrate)
+    else:
+        flops = None
+    plan = make_plan(fingerprint, profile, memory_gb, arch, loss, orders, flops, active_scan_backend(device))
     path = write_json(workdir / PLANS_FILE, plan.to_json())
     return plan, path
 
@@ -96,95 +113,94 @@ def make_plan(
     arch: str,
     loss: str,
     orders: list[int] | None = None,
+    flops_per_second: float | None = None,
+    scan_backend: str = "chunked",
 ) -> Plan:
-    """The pure planning arithmetic, from a fingerprint (no file I/O)."""
+    """The pure planning arithmetic, from a fingerprint (no file I/O, no measurement of the machine).
+
+    ``flops_per_second``: this CPU's training speed (CPU profile; default ``ASSUMED_CPU_FLOPS``);
+    ``scan_backend``: the selective scan that will train (its buffers are part of the memory).
+    """
     dataset = fingerprint.dataset
     if not any(stats["voxels"] for stats in fingerprint.labels.values() if stats["value"] != 0):
         # nothing to learn, and a CT channel would have no foreground intensities to normalise with
         raise DatasetError(Path(dataset["root"]), "no label map of any case has a foreground voxel; check the labels")
+    _check_geometry(fingerprint)
     spacing = target_spacing(fingerprint.spacings, fingerprint.shapes_after_crop)
     new_shapes = np.array(
         [resampled_shape(c.shape_after_crop, c.spacing, spacing) for c in fingerprint.cases], dtype=float
     )
     median_shape = [int(v) for v in np.median(new_shapes, axis=0)]
     num_classes = len({v for v in dataset["labels"].values() if isinstance(v, int)})
-    in_channels = len(dataset["channel_names"])
-
-    def network_for(topology: Topology, hgcn_orders: list[int] | None = None) -> tuple[NetworkConfig, NetworkCost]:
-        config = config_for_arch(
-            arch,
-            in_channels,
-            num_classes,
-            stage_features(topology.n_stages, profile),
-            topology.kernel_sizes,
-            topology.strides,
-            orders=hgcn_orders,
-        )
-        return config, measure_cost(arch, config)
-
-    def too_costly(topology: Topology, cost: NetworkCost) -> bool:
-        if cost.training_memory_gb(topology.patch_size, MIN_BATCH_SIZE, profile.device) > memory_gb:
-            return True
-        budget = profile.seconds_per_iteration
-        return budget is not None and cost.cpu_seconds_per_iteration(topology.patch_size, MIN_BATCH_SIZE) > budget
-
-    topology = pool_and_kernel_topology(spacing, initial_patch(spacing, median_shape))
-    if topology.n_stages < 2:  # images smaller than one pooling step: pad the patch so the U-Net has 2 stages
-        topology = pool_and_kernel_topology(spacing, [max(p, 2 * MIN_FEATURE_MAP_EDGE) for p in topology.patch_size])
-    config, cost = network_for(topology)
-    while too_costly(topology, cost):
-        smaller = shrink_patch(topology, spacing, median_shape)
-        if min(smaller) < MIN_FEATURE_MAP_EDGE or pool_and_kernel_topology(spacing, smaller).n_stages < 2:
-            raise ClinixError(f"no patch of {arch} fits {memory_gb:g} GB on {profile.device}; raise --memory-gb")
-        topology = pool_and_kernel_topology(spacing, smaller)
-        config, cost = network_for(topology)
-    if orders is not None:  # the search uses the default orders; the user's apply to the final topology
-        config, cost = network_for(topology, orders)
-
+    optimizer = OptimizerSettings(lr=profile.learning_rate)
+    on_cpu = profile.seconds_per_iteration is not None
+    budget = Budget(
+        profile.device,
+        memory_gb,
+        profile.seconds_per_iteration,
+        (flops_per_second or ASSUMED_CPU_FLOPS) if on_cpu else None,
+    )
+    search = PatchSearch(
+        arch, loss, optimizer, len(dataset["channel_names"]), num_classes,
+        lambda n_stages: stage_features(n_stages, profile), orders, budget, scan_backend,
+    )  # fmt: skip
     n_voxels_dataset = float(np.prod(median_shape)) * len(fingerprint.cases)
-    batch_size = _batch_size(cost, topology, profile, memory_gb, n_voxels_dataset)
-    normalization = channel_normalization(fingerprint)
+
+    def max_batch(patch: list[int]) -> int:  # one batch sees at most 5 % of the dataset's voxels (nnU-Net)
+        return round(n_voxels_dataset * MAX_DATASET_FRACTION_PER_BATCH / math.prod(patch))
+
+    found = search.run(spacing, median_shape, max_batch)
+    topology = found.candidate.topology
     return Plan(
         dataset_root=dataset["root"],
         dataset=dataset,
         target_spacing=spacing,
         median_shape=median_shape,
-        normalization=normalization,
+        normalization=channel_normalization(fingerprint),
         resampling=ResamplingSettings(),
         patch_size=list(topology.patch_size),
-        batch_size=batch_size,
+        batch_size=found.batch_size,
         batch_dice=False,  # nnU-Net: True only when a 3d_lowres stage exists, which clinix does not plan
         arch=arch,
         loss=loss,
-        network=config.to_dict(),
-        optimizer=OptimizerSettings(lr=profile.learning_rate),
+        network=found.candidate.config.to_dict(),
+        optimizer=optimizer,
         epochs=profile.epochs,
         iterations_per_epoch=profile.iterations_per_epoch,
         val_iterations=profile.val_iterations,
         device=profile.device,
         memory_gb=memory_gb,
-        memory_estimate_gb=round(cost.training_memory_gb(topology.patch_size, batch_size, profile.device), 3),
+        memory_estimate_gb=round(found.memory_gb, 3),
+        memory_model_version=MODEL_VERSION,
         seconds_per_iteration_budget=profile.seconds_per_iteration,
+        seconds_per_iteration_estimate=None
+        if found.seconds_per_iteration is None
+        else round(found.seconds_per_iteration, 3),
+        cpu_flops_per_second=budget.flops_per_second,
         notes=[nnunet_comparison(spacing, median_shape, num_classes, n_voxels_dataset, memory_gb)],
     )
+
+
+def _check_geometry(fingerprint: Fingerprint) -> None:
+    """A degenerate fingerprint (no case, a spacing ≤ 0 or not finite, an axis of one voxel) is one line."""
+    root = Path(fingerprint.dataset["root"])
+    if not fingerprint.cases:
+        raise DatasetError(root, "the fingerprint holds no case; re-run 'clinix fingerprint'")
+    spacings, shapes = fingerprint.spacings, fingerprint.shapes_after_crop
+    if not np.all(np.isfinite(spacings)) or np.any(spacings <= 0):
+        bad = next(c for c in fingerprint.cases if not all(0 < s < math.inf for s in c.spacing))
+        raise DatasetError(root, f"case {bad.case_id} has spacing {bad.spacing} mm: every spacing must be positive")
+    thin = [axis for axis in range(3) if np.median(shapes[:, axis]) < 2]
+    if thin:
+        axis = "zyx"[thin[0]]
+        raise DatasetError(
+            root, f"the cases are one voxel thick along {axis} (2D images?): clinix plans 3D networks only"
+        )
 
 
 def stage_features(n_stages: int, profile: DeviceProfile) -> list[int]:
     """``base · 2^s`` capped at ``max`` (32..320 on a GPU, 8..128 on a CPU)."""
     return [min(profile.base_features * 2**s, profile.max_features) for s in range(n_stages)]
-
-
-def _batch_size(
-    cost: NetworkCost, topology: Topology, profile: DeviceProfile, memory_gb: float, n_voxels_dataset: float
-) -> int:
-    """As many samples as fit (CPU: the minimum), capped so one batch sees ≤ 5 % of the dataset's voxels."""
-    if profile.seconds_per_iteration is not None:
-        return MIN_BATCH_SIZE
-    batch = MIN_BATCH_SIZE
-    while cost.training_memory_gb(topology.patch_size, batch + 1, profile.device) <= memory_gb:
-        batch += 1
-    cap = round(n_voxels_dataset * MAX_DATASET_FRACTION_PER_BATCH / math.prod(topology.patch_size))
-    return max(MIN_BATCH_SIZE, min(batch, cap))
 
 
 def channel_normalization(fingerprint: Fingerprint) -> list[ChannelNormalization]:

@@ -210,7 +210,7 @@ def test_second_load_reuses_the_cached_kernel_without_compiling(monkeypatch, tmp
     assert (first.compiled, second.compiled) == (True, False)
     assert second.path == first.path
     assert second.path.stat().st_mtime_ns == built_at
-    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary file left behind
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [first.path.name]  # no temporary file left
 
 
 def test_backend_names_follow_the_environment_and_the_device(monkeypatch):

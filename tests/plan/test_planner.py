@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from clinix.fingerprint import CaseFingerprint, Fingerprint
 from clinix.net.network import NetworkConfig
 from clinix.plan import PROFILES, Plan, load_plan, make_plan, plan_experiment
 from clinix.plan.cost import measure_cost
+from clinix.plan.memory import loader_gb, training_memory_gb
 
 runner = CliRunner()
 
@@ -64,16 +66,22 @@ def test_cpu_plan_keeps_within_its_iteration_budget_by_structure() -> None:
     assert plan.batch_size == 2
     assert plan.seconds_per_iteration_budget == 2.0
     assert plan.optimizer.lr == 1e-3  # the short CPU schedule
-    assert cost_of(plan).cpu_seconds_per_iteration(plan.patch_size, plan.batch_size) <= 2.0
+    assert plan.seconds_per_iteration_estimate <= 2.0
+    flops = 3 * cost_of(plan).forward_flops_per_voxel * math.prod(plan.patch_size) * plan.batch_size
+    assert plan.seconds_per_iteration_estimate == pytest.approx(flops / plan.cpu_flops_per_second, rel=1e-3)
     assert math.prod(plan.patch_size) < 64 * 160 * 160
 
 
 def test_gpu_plan_fits_the_memory_target_and_fills_it_with_batch() -> None:
     shape = fingerprint([40, 96, 96], [1.0, 1.0, 1.0], cases=200)
     plan = make_plan(shape, PROFILES["cuda"], 8.0, "mambaclinix", "ce-dice")
-    cost = cost_of(plan)
-    assert cost.training_memory_gb(plan.patch_size, plan.batch_size, "cuda") <= 8.0
-    assert cost.training_memory_gb(plan.patch_size, plan.batch_size + 1, "cuda") > 8.0 or plan.batch_size > 2
+    config = NetworkConfig.from_dict(plan.network)
+    exact = training_memory_gb(plan.arch, config, plan.patch_size, plan.batch_size, plan.loss, plan.optimizer,
+                               "chunked", "cuda")  # fmt: skip
+    assert exact == pytest.approx(plan.memory_estimate_gb, abs=1e-3) and exact <= 8.0
+    one_more = training_memory_gb(plan.arch, config, plan.patch_size, plan.batch_size + 1, plan.loss, plan.optimizer,
+                                  "chunked", "cuda")  # fmt: skip
+    assert one_more > 8.0 or plan.batch_size == max(2, round(0.05 * 40 * 96 * 96 * 200 / math.prod(plan.patch_size)))
     assert plan.batch_size >= 2
     assert plan.network["features"][:3] == [32, 64, 128]
     assert (plan.optimizer.name, plan.optimizer.lr, plan.optimizer.weight_decay) == ("adam", 1e-4, 1e-5)
@@ -180,3 +188,69 @@ def test_cli_defaults_match_the_library() -> None:
 
     assert (plan_cli.DEFAULT_ARCH, plan_cli.DEFAULT_LOSS) == (DEFAULT_ARCH, DEFAULT_LOSS)
     assert ARCH_NAMES == REGISTRY_ARCH_NAMES
+
+
+def test_the_memory_checked_is_that_of_the_network_with_the_users_orders() -> None:
+    shape = fingerprint([64, 128, 128], [1.0] * 3)
+    count = hgcn_stages(shape)
+    plan = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", [3] * count)
+    config = NetworkConfig.from_dict(plan.network)
+    assert [n for n in config.orders if n is not None] == [3] * count
+    exact = training_memory_gb(plan.arch, config, plan.patch_size, plan.batch_size, plan.loss, plan.optimizer,
+                               "chunked", "cpu")  # fmt: skip
+    assert plan.memory_estimate_gb == pytest.approx(exact + loader_gb(plan.patch_size, plan.batch_size, 1), abs=1e-3)
+
+
+def test_a_budget_too_small_for_any_patch_names_what_the_smallest_plan_needs() -> None:
+    with pytest.raises(ClinixError) as raised:
+        make_plan(fingerprint([64, 128, 128], [1.0] * 3), PROFILES["cuda"], 0.5, "mambaclinix", "ce-dice")
+    message = str(raised.value)
+    assert message.startswith("the smallest plan of mambaclinix (patch [")
+    needed = float(message.split("needs ")[1].split(" GB")[0])
+    assert needed > 0.5 and message.endswith(f"over --memory-gb 0.5; give at least {math.ceil(needed * 10) / 10:g}")
+
+
+def test_a_cpu_too_slow_for_any_patch_says_so() -> None:
+    with pytest.raises(ClinixError, match=r"takes .* s per iteration on this CPU, over the 2 s budget"):
+        make_plan(fingerprint([64, 128, 128], [1.0] * 3), PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", None, 1e6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "problem"),
+    [
+        ([64, 128, 128], [0.0, 1.0, 1.0], "case c has spacing [0.0, 1.0, 1.0] mm: every spacing must be positive"),
+        (
+            [1, 128, 128],
+            [1.0, 1.0, 1.0],
+            "the cases are one voxel thick along z (2D images?): clinix plans 3D networks",
+        ),
+    ],
+)
+def test_a_degenerate_fingerprint_is_one_line(shape: list[int], spacing: list[float], problem: str) -> None:
+    with pytest.raises(ClinixError, match=re.escape(problem)):
+        make_plan(fingerprint(shape, spacing), PROFILES["cuda"], 8.0, "mambaclinix", "ce-dice")
+
+
+def test_a_faster_cpu_or_a_longer_budget_gets_a_larger_patch() -> None:
+    shape = fingerprint([80, 192, 192], [1.0] * 3)
+    slow = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", None, 30e9)
+    fast = make_plan(shape, PROFILES["cpu"], 8.0, "mambaclinix", "ce-dice", None, 120e9)
+    assert math.prod(fast.patch_size) > math.prod(slow.patch_size)
+    for plan in (slow, fast):
+        assert plan.seconds_per_iteration_estimate <= 2.0
+
+
+def test_cli_shows_the_estimate_beside_the_budget_and_refuses_bad_budgets(nnunet_dataset: Path, tmp_path) -> None:
+    work = tmp_path / "w"
+    result = runner.invoke(app, ["plan", str(nnunet_dataset), "-w", str(work), "--device", "cpu", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    plan = load_plan(work)
+    assert f"memory {plan.memory_estimate_gb:.2f} of 8 GB (RAM)" in " ".join(result.stdout.split())
+    assert plan.memory_model_version == 2 and plan.cpu_flops_per_second > 0
+    for arguments, message in (
+        (["--memory-gb", "0"], "error: --memory-gb must be a positive number of GB, not 0"),
+        (["--seconds-per-iteration", "-1"], "error: --seconds-per-iteration takes a positive number of seconds"),
+        (["--device", "cuda", "--seconds-per-iteration", "3"], "error: --seconds-per-iteration takes a positive"),
+    ):
+        bad = runner.invoke(app, ["plan", str(nnunet_dataset), "-w", str(work), *arguments])
+        assert bad.exit_code == 2 and bad.stderr.startswith(message), bad.output

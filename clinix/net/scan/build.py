@@ -2,11 +2,10 @@
 
 The kernel is plain C++ (no torch headers), so any system compiler builds it in about a second and
 ``torch.utils.cpp_extension`` (which needs ninja) is not involved. The compiler is ``$CXX`` when set,
-else the first of ``c++``, ``g++``, ``clang++`` on PATH. The shared library is cached in
-``$CLINIX_CACHE_DIR`` (default ``~/.cache/clinix/kernels``) under a name keyed by a hash of the
-source, the flags, the compiler's identity and the machine's CPU (``-march=native`` code must not be
-shared between different CPUs). It is built to a temporary name and renamed, so concurrent first
-uses never load a half-written file.
+else the first of ``c++``, ``g++``, ``clang++`` on PATH. The shared library is cached in ``kernels/``
+of clinix's cache (``clinix.cache``) under a name keyed by a hash of the source, the flags, the
+compiler's identity and the machine's CPU (``-march=native`` code must not be shared between CPUs).
+It is built to a temporary name and renamed, so concurrent first uses never load a half-written file.
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import platform
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from clinix.cache import cache_dir, machine_identity
 from clinix.io.atomic import atomic_path
 
 SOURCE = Path(__file__).resolve().parents[1] / "csrc" / "selective_scan.cpp"
@@ -46,9 +45,8 @@ class KernelLibrary:
 
 
 def kernel_cache_dir() -> Path:
-    """Where compiled kernels live: ``$CLINIX_CACHE_DIR`` or ``~/.cache/clinix/kernels``."""
-    configured = os.environ.get("CLINIX_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "clinix" / "kernels"
+    """Where compiled kernels live: ``kernels/`` in clinix's cache (``$CLINIX_CACHE_DIR`` or ``~/.cache/clinix``)."""
+    return cache_dir() / "kernels"
 
 
 def find_compiler() -> list[str]:
@@ -71,7 +69,7 @@ def load_kernel() -> KernelLibrary:
         source = SOURCE.read_bytes()
     except OSError as error:
         raise KernelUnavailable(f"cannot read the kernel source: {error}") from error
-    identity = _compiler_identity(compiler) + _machine_identity()
+    identity = _compiler_identity(compiler) + machine_identity()
     failures = []
     for flags in FLAG_SETS:
         path = kernel_cache_dir() / f"selective_scan-{_build_key(source, flags, identity)}.so"
@@ -101,17 +99,6 @@ def _compiler_identity(compiler: list[str]) -> str:
     except (OSError, subprocess.SubprocessError) as error:
         raise KernelUnavailable(f"{compiler[0]} --version failed: {error}") from error
     return f"{shutil.which(compiler[0])}\n{version}"
-
-
-def _machine_identity() -> str:
-    """OS, architecture and, where /proc/cpuinfo exists, the CPU model and feature flags."""
-    identity = f"{platform.system()} {platform.machine()}"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        wanted = ("model name", "flags", "Features", "CPU part")
-        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith(wanted)]
-        identity += "\n" + "\n".join(sorted(set(lines)))
-    return identity
 
 
 def _compile(compiler: list[str], flags: tuple[str, ...], path: Path) -> None:

@@ -148,16 +148,32 @@ def selective_scan(
     if library is not None:
         y = KernelScan.apply(u_c, delta_c, A_c, B_c, C_c, D_c, z_c, bias_c, delta_softplus, library.handle)
         return y.to(u.dtype)
-    if bias_c is not None:
-        delta_c = delta_c + bias_c[:, None]
+    return chunked_selective_scan(u_c, delta_c, A_c, B_c, C_c, D_c, z_c, bias_c, delta_softplus).to(u.dtype)
+
+
+def chunked_selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+) -> torch.Tensor:
+    """The "chunked" backend: the recurrence (chunked.py) with bias, softplus, skip and gate as plain
+    autograd around it. Operands of one dtype and contiguous (``selective_scan`` makes them so)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
     if delta_softplus:
-        delta_c = F.softplus(delta_c)
-    y = ChunkedScan.apply(u_c, delta_c, A_c, B_c, C_c)
-    if D_c is not None:
-        y = y + D_c[:, None] * u_c
-    if z_c is not None:
-        y = y * F.silu(z_c)
-    return y.to(u.dtype)
+        delta = F.softplus(delta)
+    y = ChunkedScan.apply(u, delta, A, B, C)
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * F.silu(z)
+    return y
 
 
 def _check_shapes(

@@ -1,0 +1,92 @@
+"""How fast this CPU trains: the effective FLOP/s of a training step, measured once per machine.
+
+The CPU plan picks the patch whose training step takes ``seconds_per_iteration`` (2 s by default). A
+step's FLOPs follow from the network (``clinix.plan.cost``); how many seconds they take depends on the
+machine: the build machines' two cores reach 60-150 GFLOP/s in a step, an older laptop a fraction of
+that. So the planner measures: a reference network of the planned family at the CPU plan's width
+(5 stages, features 8..128) takes training steps (forward with deep supervision, the loss, backward,
+Adam) at a 32 × 64 × 64 patch, batch 2, for about two seconds after one warm-up step, and
+``3 × forward FLOPs / median step seconds`` is the machine's speed. It is kept in clinix's cache
+(``cpu-speed.json``) under the machine's identity, the torch version, the thread count and the family;
+``clinix plan --recalibrate`` measures again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from clinix.cache import cache_dir, machine_identity
+from clinix.io.atomic import atomic_write
+from clinix.net.network import NetworkConfig
+from clinix.net.registry import build_network, config_for_arch
+from clinix.plan.topology import pool_and_kernel_topology
+
+SPEED_FILE = "cpu-speed.json"
+REFERENCE_PATCH = (32, 64, 64)
+REFERENCE_FEATURES = (8, 16, 32, 64, 128)
+REFERENCE_BATCH = 2
+MEASURE_SECONDS = 2.0
+MIN_TIMED_STEPS = 2
+TRAINING_FLOPS_FACTOR = 3.0  # forward + backward ≈ 3 forwards
+ASSUMED_CPU_FLOPS = 60e9  # the speed make_plan assumes when none was measured (the low end of the build machines)
+
+
+def cpu_training_flops(arch: str, recalibrate: bool = False) -> float:
+    """Effective FLOP/s of training steps of ``arch`` on this CPU (cached; module docstring)."""
+    key = _key(arch)
+    path = cache_dir() / SPEED_FILE
+    known = _read(path)
+    if not recalibrate and key in known:
+        return float(known[key]["flops_per_second"])
+    flops, seconds = _measure(arch)
+    known[key] = {"flops_per_second": flops, "step_seconds": seconds, "measured": time.strftime("%Y-%m-%d")}
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=2) + "\n"))
+    return flops
+
+
+def _key(arch: str) -> str:
+    identity = f"{machine_identity()}\ntorch {torch.__version__}\nthreads {torch.get_num_threads()}\n{arch}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:20]
+
+
+def _read(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _measure(arch: str) -> tuple[float, float]:
+    """``(FLOP/s, median step seconds)`` of the reference network of ``arch`` (module docstring)."""
+    from clinix.plan.cost import measure_cost
+    from clinix.train.losses import build_loss, deep_supervision_weights  # train/ imports plan/
+
+    topology = pool_and_kernel_topology([1.0, 1.0, 1.0], list(REFERENCE_PATCH), max_stages=len(REFERENCE_FEATURES))
+    features = list(REFERENCE_FEATURES[: topology.n_stages])
+    config = config_for_arch(arch, 1, 3, features, topology.kernel_sizes, topology.strides)
+    forward_flops = measure_cost(arch, config).forward_flops_per_voxel * math.prod(topology.patch_size)
+    torch.manual_seed(0)
+    network = build_network(arch, NetworkConfig.from_dict({**config.to_dict(), "deep_supervision": True})).train()
+    weights = deep_supervision_weights(len(features) - 1)
+    loss_fn = build_loss("ce-dice", batch_dice=False, deep_supervision_weights=weights)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
+    data = torch.randn(REFERENCE_BATCH, 1, *topology.patch_size)
+    target = torch.randint(0, 3, (REFERENCE_BATCH, 1, *topology.patch_size), dtype=torch.int16)
+    seconds: list[float] = []
+    started = time.perf_counter()
+    while len(seconds) < MIN_TIMED_STEPS + 1 or time.perf_counter() - started < MEASURE_SECONDS:
+        began = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(network(data), target).backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - began)
+    step = statistics.median(seconds[1:])  # the first step warms up (allocations, kernel choice)
+    return TRAINING_FLOPS_FACTOR * forward_flops * REFERENCE_BATCH / step, step
