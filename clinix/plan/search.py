@@ -101,6 +101,8 @@ class PatchSearch:
             else:
                 first = middle + 1
         candidate = sequence[last]
+        if self.budget.seconds is not None and last > 0:  # a CPU: use the time the step left
+            candidate = self._grown(candidate, spacing, median_shape)
         if not candidate.with_orders:  # the user's orders do not fit the chosen topology: say how
             self._config(candidate.topology, self.orders)
         batch = MIN_BATCH_SIZE
@@ -115,6 +117,25 @@ class PatchSearch:
             while batch > MIN_BATCH_SIZE and not self.fits(candidate, batch):
                 batch -= 1
         return SearchResult(candidate, batch, self.memory_gb(candidate, batch), self.seconds(candidate, batch))
+
+    def _grown(self, candidate: Candidate, spacing: list[float], median_shape: list[int]) -> Candidate:
+        """``candidate`` grown one pooling divisor at a time, the axis with most room first, while its step
+        stays within the time budget and the patch within the median shape (one shrink step of the
+        sequence is coarse: up to a third of the patch; this gets the step close to its budget)."""
+        grown = True
+        while grown:
+            grown = False
+            patch = list(candidate.topology.patch_size)
+            for axis in sorted(range(3), key=lambda a: patch[a] / median_shape[a]):
+                trial = list(patch)
+                trial[axis] += candidate.topology.divisor[axis]
+                if trial[axis] > max(median_shape[axis], patch[axis]):
+                    continue
+                larger = self.candidate(pool_and_kernel_topology(spacing, trial))
+                if self.fits(larger, MIN_BATCH_SIZE):
+                    candidate, grown = larger, True
+                    break
+        return candidate
 
     def _sequence(self, spacing: list[float], median_shape: list[int]) -> list[Candidate]:
         """nnU-Net's shrink sequence, from the initial patch to the smallest with two stages."""

@@ -4,11 +4,13 @@ The CPU plan picks the patch whose training step takes ``seconds_per_iteration``
 step's FLOPs follow from the network (``clinix.plan.cost``); how many seconds they take depends on the
 machine: the build machines' two cores reach 60-150 GFLOP/s in a step, an older laptop a fraction of
 that. So the planner measures: a reference network of the planned family at the CPU plan's width
-(5 stages, features 8..128) takes training steps (forward with deep supervision, the loss, backward,
-Adam) at a 32 × 64 × 64 patch, batch 2, for about two seconds after one warm-up step, and
-``3 × forward FLOPs / median step seconds`` is the machine's speed. It is kept in clinix's cache
-(``cpu-speed.json``) under the machine's identity, the torch version, the thread count and the family;
-``clinix plan --recalibrate`` measures again.
+(5 stages, features 8..128) takes three training steps (forward with deep supervision, the loss,
+backward, Adam) at a 32 × 64 × 64 patch, batch 2 (about 3 s in all on two cores), and
+``3 × forward FLOPs / the fastest step after the first`` is the machine's speed (the first step warms up;
+the fastest of the others is the least disturbed by other work, the steadiest of the measures tried
+within ±8 % from run to run here). It is kept in clinix's cache (``cpu-speed.json``) under the machine's
+identity, the torch version, the thread count and the family; ``clinix plan --recalibrate`` measures
+again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -32,7 +33,6 @@ SPEED_FILE = "cpu-speed.json"
 REFERENCE_PATCH = (32, 64, 64)
 REFERENCE_FEATURES = (8, 16, 32, 64, 128)
 REFERENCE_BATCH = 2
-MEASURE_SECONDS = 2.0
 MIN_TIMED_STEPS = 2
 TRAINING_FLOPS_FACTOR = 3.0  # forward + backward ≈ 3 forwards
 ASSUMED_CPU_FLOPS = 60e9  # the speed make_plan assumes when none was measured (the low end of the build machines)
@@ -81,12 +81,11 @@ def _measure(arch: str) -> tuple[float, float]:
     data = torch.randn(REFERENCE_BATCH, 1, *topology.patch_size)
     target = torch.randint(0, 3, (REFERENCE_BATCH, 1, *topology.patch_size), dtype=torch.int16)
     seconds: list[float] = []
-    started = time.perf_counter()
-    while len(seconds) < MIN_TIMED_STEPS + 1 or time.perf_counter() - started < MEASURE_SECONDS:
+    while len(seconds) < MIN_TIMED_STEPS + 1:
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss_fn(network(data), target).backward()
         optimizer.step()
         seconds.append(time.perf_counter() - began)
-    step = statistics.median(seconds[1:])  # the first step warms up (allocations, kernel choice)
+    step = min(seconds[1:])  # the first step warms up; the fastest of the others is the least disturbed
     return TRAINING_FLOPS_FACTOR * forward_flops * REFERENCE_BATCH / step, step
