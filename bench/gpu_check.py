@@ -147,7 +147,7 @@ def paper_sized_plan(quick: bool, device: torch.device) -> Any:
         cases=[case] * 100,
         intensity={str(c): {"name": f"MR{c}", "mean": 0, "std": 1, "percentile_00_5": -3, "percentile_99_5": 3}
                    for c in range(channels)},
-        labels={n: {"value": v, "voxels": 1000, "cases_present": 100} for n, v in labels.items()},
+        labels={n: {"values": [v], "voxels": 1000, "cases_present": 100} for n, v in labels.items()},
         median_relative_size_after_crop=1.0,
     )  # fmt: skip
     from clinix.net.scan import active_scan_backend

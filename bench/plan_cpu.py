@@ -85,7 +85,7 @@ def ct_fingerprint(shape: list[int], spacing: list[float]) -> Any:
         dataset={"root": "/synthetic", "name": "CT", "labels": labels, "ignore_label": None, "channel_names": ["CT"]},
         cases=[case] * 100,
         intensity={"0": {"name": "CT", "mean": 40, "std": 30, "percentile_00_5": -1000, "percentile_99_5": 400}},
-        labels={name: {"value": value, "voxels": 1000, "cases_present": 100} for name, value in labels.items()},
+        labels={name: {"values": [value], "voxels": 1000, "cases_present": 100} for name, value in labels.items()},
         median_relative_size_after_crop=1.0,
     )
 

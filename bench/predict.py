@@ -110,7 +110,7 @@ def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]
 
 def run_accumulate_variant(variant: str, quick: bool, device: str) -> dict[str, Any]:
     """Accumulators alone: 14 classes on a large grid with a pointwise network."""
-    from clinix.infer.predictor import add_softmax, default_batch_tiles, resolve_device
+    from clinix.infer.predictor import add_probabilities, default_batch_tiles, resolve_device
     from clinix.infer.sliding_window import sliding_window_logits
 
     target = resolve_device(device)
@@ -125,7 +125,7 @@ def run_accumulate_variant(variant: str, quick: bool, device: str) -> dict[str, 
         image = torch.from_numpy(volume).to(target)
         with torch.inference_mode():
             logits = sliding_window_logits(network, image, patch, ACCUMULATE_CLASSES, 0.5, default_batch_tiles(target))
-            return add_softmax(None, logits)
+            return add_probabilities(None, logits)
 
     return timed(clinix_probabilities, [data])
 

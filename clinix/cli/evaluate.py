@@ -36,6 +36,11 @@ def evaluate(
         show_default=False,
     ),
     regions: str = typer.Option(None, "--regions", help='Unions of labels, e.g. "WT=1,2,3;TC=2,3;ET=3".'),
+    classes_only: bool = typer.Option(
+        False,
+        "--classes",
+        help="For a region dataset (BraTS), score its label values (non-overlapping classes) instead of its regions.",
+    ),
     workers: int = options.WORKERS,
     out: Path = typer.Option(
         None,
@@ -71,6 +76,7 @@ def evaluate(
         workers=workers,
         allow_missing=allow_missing,
         hd95_missing=hd95_missing,
+        classes_only=classes_only,
     )
     json_path, csv_path = write_report(summary, out or summary.prediction_folder / "summary.json")
     console, errors = Console(highlight=False), Console(stderr=True, highlight=False, soft_wrap=True)

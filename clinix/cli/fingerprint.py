@@ -35,7 +35,7 @@ def fingerprint(
         size = result.shapes_after_crop[:, axis]
         table.add_row(f"size after crop {name}", *(f"{v:.0f}" for v in (np.median(size), size.min(), size.max())))
     for name, stats in result.labels.items():
-        if stats["value"] != 0:
+        if stats["values"] != [0]:
             table.add_row(f"{name}: % of image (T/W)", f"{100 * stats['fraction_median']:.3g}", "", "")
     console.print(table)
     for channel, stats in result.intensity.items():

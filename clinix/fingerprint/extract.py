@@ -1,9 +1,9 @@
 """The dataset fingerprint (SPEC §3, nnU-Net reference §2).
 
 Per case: shape, spacing, the crop-to-nonzero box and the size after cropping, per-label voxel counts and
-the fraction of the image each label covers (the paper's "T/W", Table 5). Per channel: foreground
-intensity statistics from voxels sampled under the label map. Validation runs on the same read of each
-case, so a broken dataset is reported in full before anything is written.
+the fraction of the image each label covers (the paper's "T/W", Table 5; for a region, its union). Per
+channel: foreground intensity statistics from voxels sampled under the label map. Validation runs on the
+same read of each case, so a broken dataset is reported in full before anything is written.
 """
 
 from __future__ import annotations
@@ -123,16 +123,18 @@ def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tup
     box = nonzero_crop_box(image)
     crop = tuple(slice(lo, hi) for lo, hi in box)
     cropped_image, cropped_label = image[(slice(None), *crop)], label[crop]
+    labels = dataset.labels
+    assert labels is not None  # a dataset whose labels are unusable fails its checks
     foreground = cropped_label > 0
-    if dataset.ignore_label is not None:
-        foreground &= cropped_label != dataset.ignore_label
+    if labels.ignore_label is not None:
+        foreground &= cropped_label != labels.ignore_label
     rng = np.random.default_rng(SAMPLING_SEED)
     samples = []
     for channel in cropped_image:
         values = channel[foreground]
         samples.append(rng.choice(values, samples_per_case, replace=True) if values.size else values)
-    counts = np.bincount(label[label >= 0].ravel().astype(np.int64), minlength=max(dataset.label_values) + 1)
-    names = {v: n for n, v in dataset.labels.items() if isinstance(v, int)}
+    counts = np.bincount(label[label >= 0].ravel().astype(np.int64), minlength=max(labels.label_values) + 1)
+    voxels = {name: int(sum(counts[v] for v in values)) for name, values in labels.entries}  # a region: its union
     total = int(label.size)
     shape_after_crop = [hi - lo for lo, hi in box]
     result = CaseFingerprint(
@@ -144,8 +146,8 @@ def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tup
         crop_box=box,
         shape_after_crop=shape_after_crop,
         relative_size_after_crop=float(np.prod(shape_after_crop) / total),
-        label_voxels={names[v]: int(counts[v]) for v in sorted(names)},
-        label_fraction={names[v]: float(counts[v] / total) for v in sorted(names)},
+        label_voxels=voxels,
+        label_fraction={name: count / total for name, count in voxels.items()},
     )
     return check.problems, (result, samples)
 
@@ -218,12 +220,11 @@ def _aggregate(dataset: Dataset, results: list[tuple[CaseFingerprint, list[np.nd
         values = np.concatenate([samples[channel] for _, samples in results])
         intensity[str(channel)] = {"name": name, **intensity_statistics(values)}
     labels = {}
-    for name, value in dataset.labels.items():
-        if not isinstance(value, int):
-            continue
+    assert dataset.labels is not None
+    for name, values in dataset.labels.entries:
         fractions = np.array([c.label_fraction[name] for c in cases])
         labels[name] = {
-            "value": value,
+            "values": list(values),
             "voxels": int(sum(c.label_voxels[name] for c in cases)),
             "cases_present": int(np.count_nonzero(fractions > 0)),
             "fraction_mean": float(fractions.mean()),

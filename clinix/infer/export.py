@@ -2,14 +2,13 @@
 
 ``OUT/CASE<ending>``: the label map with exactly the input's size, spacing, origin and direction.
 With probabilities: ``OUT/CASE.npz`` (key ``probabilities``, float16 ``(K, Z, Y, X)`` on the input's grid)
-and ``OUT/CASE.json`` (class names in channel order, clinix_version). The label map is written last, so
+and ``OUT/CASE.json`` (class or region names in channel order, clinix_version). The label map is written last, so
 a case whose label map exists is complete.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,19 +24,14 @@ def output_files(out_dir: Path, case_id: str, ending: str, save_probabilities: b
     return files
 
 
-def class_names(labels: dict[str, Any]) -> list[str]:
-    """Names of the integer labels ordered by value: the name of probability channel k is entry k."""
-    integer_labels = {name: value for name, value in labels.items() if isinstance(value, int)}
-    return sorted(integer_labels, key=lambda name: integer_labels[name])
-
-
-def write_probabilities(out_dir: Path, case_id: str, probabilities: np.ndarray, labels: dict[str, Any]) -> None:
-    """``CASE.npz`` with ``probabilities`` ``(K, Z, Y, X)`` as float16, and ``CASE.json`` naming the channels."""
+def write_probabilities(out_dir: Path, case_id: str, probabilities: np.ndarray, names: list[str]) -> None:
+    """``CASE.npz`` with ``probabilities`` ``(K, Z, Y, X)`` as float16, and ``CASE.json`` naming the channels
+    (``names``: the classes, background first, or the regions: ``LabelSet.output_names``)."""
     with atomic_path(out_dir / f"{case_id}.npz", suffix=".npz") as tmp:
         np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16))
     write_json(
         out_dir / f"{case_id}.json",
-        {"case_id": case_id, "class_names": class_names(labels), "shape": list(probabilities.shape)},
+        {"case_id": case_id, "class_names": names, "shape": list(probabilities.shape)},
     )
 
 

@@ -1,7 +1,8 @@
 """``Predictor``: preprocess, sliding window with mirror TTA, fold ensemble, back to the image grid (SPEC §7).
 
 Per model (fold) the tile logits are Gaussian-averaged (and averaged over the mirrorings) into one
-``(K, z, y, x)`` float32 accumulator, turned into softmax probabilities, and added to the ensemble sum;
+``(K, z, y, x)`` float32 accumulator, turned into probabilities (softmax over classes, sigmoid per region of
+a region dataset), and added to the ensemble sum;
 the sum over folds is divided by their number: logits are averaged within a model as nnU-Net does,
 probabilities across models as SPEC §7 says. Memory on the preprocessed grid: one model alone keeps one
 ``(K, z, y, x)`` float32 array (the accumulator becomes the result in place); an ensemble keeps two (the
@@ -91,13 +92,14 @@ class Predictor:
             data: ``(C, z, y, x)`` on the plan's grid (``preprocess_case`` output).
 
         Returns:
-            ``(K, z, y, x)`` float32 softmax probabilities, averaged over the models.
+            ``(K, z, y, x)`` float32 probabilities (softmax over classes, or sigmoid per region), averaged
+            over the models.
         """
         image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(self.device)
         total: np.ndarray | None = None
         with torch.inference_mode():
             for source in self.models:
-                total = add_softmax(total, self._model_logits(source, image))
+                total = add_probabilities(total, self._model_logits(source, image), self.plan.labels.activation)
         assert total is not None
         if len(self.models) > 1:
             total /= len(self.models)
@@ -143,8 +145,8 @@ def _autocast_forward(network: torch.nn.Module, device: torch.device) -> TileFor
     return forward
 
 
-def add_softmax(total: np.ndarray | None, logits: torch.Tensor) -> np.ndarray:
-    """Add ``softmax(logits)`` over classes to ``total``; the first call creates ``total``.
+def add_probabilities(total: np.ndarray | None, logits: torch.Tensor, activation: str = "softmax") -> np.ndarray:
+    """Add ``softmax(logits)`` over classes (or ``sigmoid`` per region) to ``total``; the first call creates it.
 
     Works on z-slabs so no second full-size array is made: on the first call with CPU float32 logits the
     probabilities overwrite the logits in place and that memory becomes ``total``.
@@ -160,7 +162,8 @@ def add_softmax(total: np.ndarray | None, logits: torch.Tensor) -> np.ndarray:
         total = np.zeros(tuple(logits.shape), dtype=np.float32)
     for start in range(0, depth, slab):
         block = logits[:, start : start + slab]
-        probabilities = torch.softmax(block.float(), dim=0)
+        block32 = block.float()
+        probabilities = torch.softmax(block32, dim=0) if activation == "softmax" else torch.sigmoid(block32)
         if in_place:
             block.copy_(probabilities)
         else:

@@ -149,7 +149,7 @@ def predict_case(predictor: Predictor, case: InputCase, out_dir: Path, save_prob
     probabilities, properties = predictor.predict_probabilities(image, geometry, case.case_id)
     if save_probabilities:
         restored = restore_probabilities(probabilities, properties, plan)
-        write_probabilities(out_dir, case.case_id, restored, plan.dataset["labels"])
+        write_probabilities(out_dir, case.case_id, restored, plan.labels.output_names)
         del restored
     labels = restore_label_map(probabilities, properties, plan)
     return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)

@@ -18,6 +18,7 @@ import numpy as np
 
 from clinix.errors import ClinixError, DatasetError
 from clinix.io.image import Geometry, has_image_ending, read_image, read_label, require_finite, strip_ending
+from clinix.io.labels import LabelSet, parse_label_set
 
 Severity = Literal["error", "warning"]
 NNUNET_REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -54,20 +55,13 @@ class Case:
 
 @dataclass
 class Dataset:
-    """A dataset folder, whatever its layout.
-
-    Attributes:
-        labels: name -> value; a value is an int, or a list of ints for a region (BraTS style).
-        ignore_label: the value of the ``"ignore"`` label, if declared (excluded from ``labels``).
-    """
+    """A dataset folder, whatever its layout; ``labels`` is None when dataset.json's cannot be read at all."""
 
     root: Path
     layout: Literal["nnunet", "msd"]
     name: str
     channel_names: list[str]
-    labels: dict[str, int | list[int]]
-    ignore_label: int | None
-    regions_class_order: list[int] | None
+    labels: LabelSet | None
     file_ending: str
     num_training: int
     cases: list[Case] = field(default_factory=list)
@@ -75,15 +69,6 @@ class Dataset:
     @property
     def num_channels(self) -> int:
         return len(self.channel_names)
-
-    @property
-    def label_values(self) -> list[int]:
-        """Integer label values in increasing order, background included, ignore excluded."""
-        return sorted({v for v in self.labels.values() if isinstance(v, int)})
-
-    @property
-    def has_regions(self) -> bool:
-        return any(isinstance(v, list) for v in self.labels.values())
 
     def case(self, case_id: str) -> Case:
         for case in self.cases:
@@ -124,9 +109,7 @@ class Dataset:
             "layout": self.layout,
             "name": self.name,
             "channel_names": self.channel_names,
-            "labels": self.labels,
-            "ignore_label": self.ignore_label,
-            "regions_class_order": self.regions_class_order,
+            **(self.labels.to_json() if self.labels is not None else {}),
             "file_ending": self.file_ending,
             "num_training": self.num_training,
         }
@@ -181,7 +164,8 @@ def parse_dataset(root: str | Path) -> tuple[Dataset | None, list[Problem]]:
         return None, problems
 
     channel_names = _channel_names(meta.get("channel_names", meta.get("modality")), meta_path, problems)
-    labels, ignore = _labels(meta["labels"], layout, meta_path, problems)
+    labels, findings = parse_label_set(meta["labels"], meta.get("regions_class_order"), layout)
+    problems += [Problem(severity, meta_path, message) for severity, message in findings]
     file_ending = str(meta.get("file_ending", ".nii.gz"))
     if layout == "msd":
         cases = _msd_cases(root, meta["training"], meta_path, problems)
@@ -195,17 +179,12 @@ def parse_dataset(root: str | Path) -> tuple[Dataset | None, list[Problem]]:
         problems.append(
             Problem("error", meta_path, f"numTraining is {num_training!r} but {len(cases)} cases were found")
         )
-    regions_order = meta.get("regions_class_order")
-    if any(isinstance(v, list) for v in labels.values()) and not regions_order:
-        problems.append(Problem("error", meta_path, "labels define regions but 'regions_class_order' is missing"))
     dataset = Dataset(
         root=root,
         layout=layout,
         name=str(meta.get("name", root.name)),
         channel_names=channel_names,
-        labels=labels,
-        ignore_label=ignore,
-        regions_class_order=list(regions_order) if regions_order else None,
+        labels=labels,  # kept with its errors, if any, so that validation still checks the label files
         file_ending=file_ending,
         num_training=num_training if isinstance(num_training, int) else len(cases),
         cases=cases,
@@ -225,60 +204,6 @@ def _channel_names(raw: Any, meta_path: Path, problems: list[Problem]) -> list[s
     if indices != list(range(len(indices))):
         problems.append(Problem("error", meta_path, f"'channel_names' indices must be 0..{len(indices) - 1}"))
     return [str(raw[str(i)]) if str(i) in raw else "" for i in range(len(indices))]
-
-
-def _labels(
-    raw: Any, layout: str, meta_path: Path, problems: list[Problem]
-) -> tuple[dict[str, int | list[int]], int | None]:
-    """Labels as name -> value. MSD (and nnU-Net v1) write value -> name; that is inverted for MSD only."""
-    if not isinstance(raw, dict) or not raw:
-        problems.append(Problem("error", meta_path, "'labels' must be a non-empty object"))
-        return {}, None
-    if layout == "msd":
-        try:
-            raw = {str(name): int(value) for value, name in raw.items()}
-        except ValueError:
-            problems.append(Problem("error", meta_path, "MSD 'labels' must map integer values to names"))
-            return {}, None
-    elif all(_is_int_text(k) for k in raw) and all(isinstance(v, str) for v in raw.values()):
-        problems.append(
-            Problem("error", meta_path, "'labels' maps values to names (v1 style); write {name: value} instead")
-        )
-        return {}, None
-    labels: dict[str, int | list[int]] = {}
-    ignore: int | None = None
-    for name, value in raw.items():
-        if isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        if isinstance(value, list) and all(isinstance(v, int) for v in value):
-            labels[name] = [int(v) for v in value]
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if name == "ignore":
-                ignore = value
-            else:
-                labels[name] = value
-        else:
-            problems.append(Problem("error", meta_path, f"label {name!r} has value {value!r}, expected an integer"))
-    _check_label_values(labels, ignore, meta_path, problems)
-    return labels, ignore
-
-
-def _check_label_values(
-    labels: dict[str, int | list[int]], ignore: int | None, meta_path: Path, problems: list[Problem]
-) -> None:
-    values = sorted(v for v in labels.values() if isinstance(v, int))
-    if labels.get("background", 0) != 0 or 0 not in values:
-        problems.append(Problem("error", meta_path, "label 'background' must exist and be 0"))
-    if values and values != list(range(len(values))):
-        problems.append(Problem("error", meta_path, f"label values must be consecutive from 0, found {values}"))
-    if ignore is not None and values and ignore != max(values) + 1:
-        problems.append(
-            Problem("error", meta_path, f"the 'ignore' label must be {max(values) + 1} (max label + 1), not {ignore}")
-        )
-
-
-def _is_int_text(text: str) -> bool:
-    return bool(re.fullmatch(r"-?\d+", text))
 
 
 def _inside(root: Path, relative: Any, meta_path: Path, problems: list[Problem]) -> Path | None:

@@ -19,10 +19,14 @@ DIRECTION_ATOL = 1e-4
 
 @dataclass
 class CaseCheck:
-    """The outcome of checking one case; ``image``/``label`` are kept only when the case is usable."""
+    """The outcome of checking one case; ``image``/``label`` are kept only when the case is usable.
+
+    ``label_values``: the values its label map holds (empty when it could not be read).
+    """
 
     case_id: str
     problems: list[Problem] = field(default_factory=list)
+    label_values: frozenset[int] = frozenset()
     image: np.ndarray | None = None
     label: np.ndarray | None = None
     geometry: Geometry | None = None
@@ -61,6 +65,8 @@ def check_case(dataset: Dataset, case: Case, keep_arrays: bool = False) -> CaseC
         check.problems.append(Problem.from_error(error, case.images[0]))
         image = None
     label = _check_label(dataset, case, check.problems)
+    if label is not None:
+        check.label_values = frozenset(np.unique(label).tolist())
     if keep_arrays and check.ok:
         check.image, check.label, check.geometry = image, label, headers[0][2]
     return check
@@ -138,10 +144,12 @@ def _check_label(dataset: Dataset, case: Case, problems: list[Problem]) -> np.nd
     except DatasetError as error:
         problems.append(Problem("error", error.path, error.problem))
         return None
-    allowed = set(dataset.label_values) | ({dataset.ignore_label} if dataset.ignore_label is not None else set())
+    labels = dataset.labels
+    allowed = set(labels.label_values) | ({labels.ignore_label} if labels.ignore_label is not None else set())
     undeclared = sorted(set(np.unique(label).tolist()) - allowed)
     if undeclared:
-        problems.append(Problem("error", case.label, f"label values {undeclared} are not declared in dataset.json"))
+        kind = "in no region of" if labels.is_region_based else "not declared in"
+        problems.append(Problem("error", case.label, f"label values {undeclared} are {kind} dataset.json"))
     return label
 
 
@@ -149,8 +157,9 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
-def _check_case_problems(args: tuple[Dataset, Case]) -> list[Problem]:
-    return check_case(*args).problems
+def _check_case_problems(args: tuple[Dataset, Case]) -> tuple[list[Problem], frozenset[int]]:
+    check = check_case(*args)
+    return check.problems, check.label_values
 
 
 def validate_dataset(root: str | Path, workers: int | None = None) -> ValidationReport:
@@ -165,9 +174,30 @@ def validate_dataset(root: str | Path, workers: int | None = None) -> Validation
         "validating",
         name_of=lambda item: item[1].case_id,
     )
+    seen: set[int] = set()
     for case, outcome in zip(dataset.cases, outcomes, strict=True):
-        problems += outcome.value if outcome.error is None else [case_failure(dataset, case, outcome.error)]
+        if outcome.value is None:
+            problems.append(case_failure(dataset, case, outcome.error))  # type: ignore[arg-type]
+        else:
+            problems += outcome.value[0]
+            seen |= outcome.value[1]
+    if dataset.labels is not None and dataset.labels.is_region_based:
+        problems += _unused_region_values(dataset, seen)
     return ValidationReport(len(dataset.cases), problems)
+
+
+def _unused_region_values(dataset: Dataset, seen: set[int]) -> list[Problem]:
+    """A warning for each region naming a value no label file holds (it can never be learnt)."""
+    assert dataset.labels is not None
+    return [
+        Problem(
+            "warning",
+            dataset.root / "dataset.json",
+            f"region {name!r} names value(s) {sorted(set(values) - seen)} that no label file holds",
+        )
+        for name, values in dataset.labels.foreground
+        if set(values) - seen
+    ]
 
 
 def case_failure(dataset: Dataset, case: Case, error: ClinixError) -> Problem:

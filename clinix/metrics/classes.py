@@ -1,27 +1,28 @@
 """Which classes an evaluation scores: labels, BraTS-style regions (unions of labels), the ignore label.
 
 Rules, in order (SPEC §8, nnU-Net reference §1.2 and §7):
-- Regions come from ``--regions "WT=1,2,3;TC=2,3;ET=3"``, else from a dataset.json whose ``labels`` hold a
-  list value (then every non-background entry is a region, an int being a one-label region, as nnU-Net).
-- Labels come from ``--labels``, else from dataset.json's integer labels when it defines no regions, else
-  (nothing declared anywhere) from the nonzero values found in the references.
+- Regions come from ``--regions "WT=1,2,3;TC=2,3;ET=3"``, else from a region dataset's dataset.json (its
+  foreground entries, an integer being a one-label region, as nnU-Net), unless ``--classes`` asks for the
+  label values instead (the paper's Table 5 scores the non-overlapping classes of BraTS).
+- Labels come from ``--labels``, else from dataset.json's classes (or, with ``--classes``, every label
+  value of its regions), else (nothing declared anywhere) from the nonzero values found in the references.
 - With regions and no ``--labels``, only the regions are scored; with both, the labels come first.
 - The ignore label is ``--ignore-label``, else dataset.json's ``"ignore"``; its voxels are left out of every
   count, so it may not be part of a class. Label 0 is the background and is never a class.
+dataset.json is read by ``clinix.io.labels``, as by every other stage.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clinix.errors import ClinixError, DatasetError
+from clinix.errors import ClinixError
+from clinix.io.labels import LabelSet
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,6 @@ class ClassSpec:
         return {"name": self.name, "labels": list(self.labels)}
 
 
-@dataclass(frozen=True)
-class DatasetLabels:
-    """The label declarations of a dataset.json.
-
-    Attributes:
-        labels: name -> label values, background left out (one value, or several for a region).
-        ignore_label: the value of the ``"ignore"`` entry, if any.
-    """
-
-    labels: dict[str, tuple[int, ...]]
-    ignore_label: int | None
-
-    @property
-    def has_regions(self) -> bool:
-        return any(len(values) > 1 for values in self.labels.values())
-
-
 def parse_labels_option(text: str) -> tuple[int, ...]:
     """``"1,2"`` -> ``(1, 2)``."""
     try:
@@ -82,43 +66,24 @@ def parse_regions_option(text: str) -> dict[str, tuple[int, ...]]:
     return regions
 
 
-def read_dataset_labels(path: str | Path) -> DatasetLabels:
-    """The ``labels`` of a dataset.json, nnU-Net v2 ``{name: value}`` or Decathlon ``{"1": name}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, "file not found")
-    try:
-        raw = json.loads(path.read_text()).get("labels")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise DatasetError(path, "is not a JSON object") from None
-    if not isinstance(raw, dict) or not raw:
-        raise DatasetError(path, "has no 'labels' object")
-    if all(isinstance(name, str) for name in raw.values()):  # Decathlon: value -> name
-        raw = {name: _label_value(value, path) for value, name in raw.items()}
-    labels = {str(name): _label_values(value, name, path) for name, value in raw.items()}
-    ignore = labels.pop("ignore", None)
-    labels = {name: values for name, values in labels.items() if values != (0,)}
-    return DatasetLabels(labels=labels, ignore_label=ignore[0] if ignore else None)
-
-
 def resolve_classes(
     labels: Sequence[int] | None,
     regions: Mapping[str, Sequence[int]] | None,
-    declared: DatasetLabels | None,
+    declared: LabelSet | None,
     ignore_label: int | None,
+    classes_only: bool = False,
 ) -> list[ClassSpec] | None:
     """The classes to score, by the module's rules; None means "the nonzero labels in the references"."""
-    label_names = {} if declared is None or declared.has_regions else declared.labels
-    names = {values[0]: name for name, values in label_names.items()}
+    names = {} if declared is None else {values[0]: name for name, values in declared.entries if len(values) == 1}
     region_specs = [ClassSpec(name, tuple(values)) for name, values in (regions or {}).items()]
-    if not region_specs and declared and declared.has_regions:
-        region_specs = [ClassSpec(name, values) for name, values in declared.labels.items()]
+    if not region_specs and declared and declared.is_region_based and not classes_only:
+        region_specs = [ClassSpec(name, values) for name, values in declared.foreground]
+    if labels is None and declared is not None and (classes_only or not declared.is_region_based):
+        labels = [value for value in declared.label_values if value != 0]
     if labels is not None:
         label_specs = [ClassSpec(names.get(value, str(value)), (value,)) for value in labels]
     elif region_specs:
         label_specs = []
-    elif names:
-        label_specs = [ClassSpec(name, (value,)) for value, name in sorted(names.items())]
     else:
         return None
     classes = label_specs + region_specs
@@ -143,16 +108,3 @@ def _check_classes(classes: list[ClassSpec], ignore_label: int | None) -> None:
             raise ClinixError(f"class {spec.name!r} includes label 0, the background; score foreground labels only")
         if ignore_label is not None and ignore_label in spec.labels:
             raise ClinixError(f"class {spec.name!r} includes the ignore label {ignore_label}")
-
-
-def _label_values(value: Any, name: str, path: Path) -> tuple[int, ...]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise DatasetError(path, f"label {name!r} has no value")
-    return tuple(_label_value(v, path) for v in values)
-
-
-def _label_value(value: Any, path: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"-?\d+", str(value)):
-        raise DatasetError(path, f"label value {value!r} is not an integer")
-    return int(value)

@@ -16,12 +16,11 @@ import numpy as np
 
 from clinix.errors import ClinixError, DatasetError
 from clinix.io.image import has_image_ending, read_geometry, read_label, strip_ending
+from clinix.io.labels import LabelSet, read_label_set
 from clinix.metrics.case import DEFAULT_NSD_TOLERANCE_MM, absent_class_record, score_classes
 from clinix.metrics.classes import (
     ClassSpec,
-    DatasetLabels,
     classes_present,
-    read_dataset_labels,
     resolve_classes,
 )
 from clinix.metrics.summary import CaseResult, EvaluationSummary
@@ -55,6 +54,7 @@ def evaluate_folders(
     workers: int | None = None,
     allow_missing: bool = False,
     hd95_missing: str = "max",
+    classes_only: bool = False,
 ) -> EvaluationSummary:
     """Score every reference in ``ref_dir`` against the prediction of the same case id in ``pred_dir``.
 
@@ -62,7 +62,8 @@ def evaluate_folders(
     regions and the ignore label; ``labels``, ``regions`` and ``ignore_label`` override it (rules in
     classes.py). Cases run in ``workers`` processes (default up to 4; 1 runs in this process).
     ``hd95_missing`` is the HD95 of a structure found in only one of the two maps: "max" (the image
-    diagonal) or "nan" (MONAI's convention); see surface.py.
+    diagonal) or "nan" (MONAI's convention); see surface.py. ``classes_only`` scores a region dataset's
+    label values rather than its regions.
     """
     if hd95_missing not in HD95_MISSING:
         raise ClinixError(f"--hd95-missing must be one of {', '.join(HD95_MISSING)}, not {hd95_missing!r}")
@@ -71,7 +72,7 @@ def evaluate_folders(
     declared = _declared_labels(ref_dir, dataset_json)
     if ignore_label is None and declared is not None:
         ignore_label = declared.ignore_label
-    classes = resolve_classes(labels, regions, declared, ignore_label)
+    classes = resolve_classes(labels, regions, declared, ignore_label, classes_only)
     job_classes = tuple(classes) if classes is not None else None
     jobs = [
         CaseJob(case_id, reference, predictions.get(case_id), job_classes, nsd_tolerance_mm, ignore_label, hd95_missing)
@@ -150,11 +151,11 @@ def _image_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _declared_labels(ref_dir: Path, dataset_json: str | Path | None) -> DatasetLabels | None:
+def _declared_labels(ref_dir: Path, dataset_json: str | Path | None) -> LabelSet | None:
     if dataset_json is not None:
-        return read_dataset_labels(Path(dataset_json).expanduser())
+        return read_label_set(Path(dataset_json).expanduser())
     beside = ref_dir.parent / "dataset.json"
-    return read_dataset_labels(beside) if beside.is_file() else None
+    return read_label_set(beside) if beside.is_file() else None
 
 
 def _classes_found(scored: list[CaseResult]) -> list[ClassSpec]:

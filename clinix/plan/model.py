@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clinix.errors import ClinixError
+from clinix.io.labels import LabelSet
 
 PLANS_FILE = "plans.json"
 CONFIGURATION = "3d_fullres"
@@ -94,9 +95,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def labels(self) -> LabelSet:
+        """The dataset's labels (classes or regions), as ``clinix.io.labels`` reads them."""
+        return LabelSet.from_json(self.dataset)
+
+    @property
     def num_classes(self) -> int:
-        """Network outputs: every integer label, background included, ignore excluded."""
-        return len({v for v in self.dataset["labels"].values() if isinstance(v, int)})
+        """Network outputs: one per class with the background (softmax), or one per region (sigmoid)."""
+        return self.labels.num_outputs
 
     @property
     def num_channels(self) -> int:

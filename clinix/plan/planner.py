@@ -18,6 +18,7 @@ import numpy as np
 from clinix.errors import ClinixError, DatasetError
 from clinix.fingerprint import Fingerprint, extract_fingerprint
 from clinix.io.atomic import write_json
+from clinix.io.labels import LabelSet
 from clinix.net.registry import block_map_for_arch
 from clinix.net.scan.dispatch import active_scan_backend
 from clinix.plan.memory import MODEL_VERSION
@@ -122,7 +123,7 @@ def make_plan(
     ``scan_backend``: the selective scan that will train (its buffers are part of the memory).
     """
     dataset = fingerprint.dataset
-    if not any(stats["voxels"] for stats in fingerprint.labels.values() if stats["value"] != 0):
+    if not any(stats["voxels"] for stats in fingerprint.labels.values() if stats["values"] != [0]):
         # nothing to learn, and a CT channel would have no foreground intensities to normalise with
         raise DatasetError(Path(dataset["root"]), "no label map of any case has a foreground voxel; check the labels")
     _check_geometry(fingerprint)
@@ -131,7 +132,7 @@ def make_plan(
         [resampled_shape(c.shape_after_crop, c.spacing, spacing) for c in fingerprint.cases], dtype=float
     )
     median_shape = [int(v) for v in np.median(new_shapes, axis=0)]
-    num_classes = len({v for v in dataset["labels"].values() if isinstance(v, int)})
+    num_classes = LabelSet.from_json(dataset).num_outputs
     optimizer = OptimizerSettings(lr=profile.learning_rate)
     on_cpu = profile.seconds_per_iteration is not None
     budget = Budget(

@@ -31,8 +31,9 @@ class CaseProperties:
 
     Shapes and spacings in array order ``(z, y, x)``; ``origin`` and ``direction`` as ``Geometry`` holds
     them. ``crop_box`` is half-open ``[[z0, z1], [y0, y1], [x0, x1]]`` on the original grid.
-    ``class_locations`` maps a foreground class (its label value, or a region's values joined by commas,
-    e.g. ``"1"`` or ``"1,2,3"``) to sampled voxels ``[z, y, x]`` of the preprocessed grid.
+    ``class_locations`` maps a foreground class (its label value, ``"1"``; for a region dataset the union
+    of its regions' values, ``"1,2,3"``: ``LabelSet.location_keys``) to sampled voxels ``[z, y, x]`` of the
+    preprocessed grid.
     ``plan_digest`` identifies the preprocessing settings of the plan that produced the arrays, and
     ``source_digest`` the raw files they came from (``Dataset.case_digest``; empty at inference).
     """
@@ -90,7 +91,7 @@ def preprocess_case(
     locations: dict[str, list[list[int]]] = {}
     if seg is not None:
         seg = resample_labels(seg, new_shape, source, target, plan.resampling, plan.resampling.label_order)[None]
-        locations = sample_class_locations(seg[0], foreground_classes(plan.dataset["labels"]))
+        locations = sample_class_locations(seg[0], plan.labels.location_keys())
     properties = CaseProperties(
         case_id=case_id,
         original_shape=list(image.shape[1:]),
@@ -105,16 +106,6 @@ def preprocess_case(
         plan_digest=plan_digest(plan),
     )
     return data, seg, properties
-
-
-def foreground_classes(labels: dict[str, Any]) -> dict[str, list[int]]:
-    """Location keys: every foreground label value, and every region (a list of values) of a region dataset."""
-    classes = {}
-    for value in labels.values():
-        values = [int(v) for v in value] if isinstance(value, list) else [int(value)]
-        if values != [0]:
-            classes[",".join(str(v) for v in values)] = values
-    return classes
 
 
 def sample_class_locations(

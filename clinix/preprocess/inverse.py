@@ -16,13 +16,15 @@ from clinix.preprocess.resample import resample_labels, resample_volume, resampl
 
 
 def restore_probabilities(probabilities: np.ndarray, properties: CaseProperties, plan: Plan) -> np.ndarray:
-    """Class probabilities ``(K, z, y, x)`` on the preprocessed grid -> ``(K, Z, Y, X)`` float32 on the original.
+    """Class (or region) probabilities ``(K, z, y, x)`` on the preprocessed grid -> ``(K, Z, Y, X)`` float32
+    on the original.
 
-    Outside the crop box the background channel is 1 and every other channel 0.
+    Outside the crop box the background class is 1 and every other channel 0 (every region 0).
     """
     order = plan.resampling.probability_order
     restored = np.zeros((probabilities.shape[0], *properties.original_shape), dtype=np.float32)
-    restored[0] = 1.0
+    if not plan.labels.is_region_based:
+        restored[0] = 1.0
     crop = box_slices(properties.crop_box)
     for k, channel in enumerate(probabilities):
         restored[(k, *crop)] = resample_volume(
@@ -39,14 +41,21 @@ def restore_probabilities(probabilities: np.ndarray, properties: CaseProperties,
 def restore_label_map(prediction: np.ndarray, properties: CaseProperties, plan: Plan) -> np.ndarray:
     """A label map ``(z, y, x)`` or probabilities ``(K, z, y, x)`` -> labels ``(Z, Y, X)`` on the original grid.
 
-    The argmax of ``restore_probabilities`` (a label map is one-hot encoded first; −1, "outside the body",
-    counts as background), computed one class at a time. Returns uint8, or uint16 when a label exceeds 255.
+    Classes: the argmax of ``restore_probabilities`` (a label map is one-hot encoded first; −1, "outside
+    the body", counts as background), computed one class at a time. Regions: each region's probability,
+    resampled one at a time, writes its value where it exceeds 0.5, later regions over earlier ones
+    (``LabelSet.region_values``). Returns uint8, or uint16 when a label exceeds 255.
     """
     order = plan.resampling.probability_order
     spacings = (properties.target_spacing, properties.original_spacing)
     if prediction.ndim == 3:
         background_outside = np.where(prediction < 0, 0, prediction)
         labels = resample_labels(background_outside, properties.shape_after_crop, *spacings, plan.resampling, order)
+    elif plan.labels.is_region_based:
+        labels = np.zeros(properties.shape_after_crop, dtype=np.int16)
+        for region, value in zip(prediction, plan.labels.region_values(), strict=True):
+            resampled = resample_volume(region, properties.shape_after_crop, *spacings, order, plan.resampling)
+            labels[resampled > 0.5] = value
     else:
         channels = enumerate(prediction)
         labels = resampled_argmax(channels, properties.shape_after_crop, *spacings, order, plan.resampling)

@@ -4,6 +4,14 @@ the four ``--loss`` compounds and the deep-supervision wrapper.
 Shapes everywhere: logits ``(B, K, Z, Y, X)``; target an integer label map ``(B, 1, Z, Y, X)`` or
 ``(B, Z, Y, X)``. Voxels carrying ``ignore_label`` (dataset.json ``"ignore"``) are masked out of every
 term. All losses follow one convention: 0 for a perfect prediction, so a compound is a plain sum.
+
+Region datasets (BraTS: whole tumour, tumour core, enhancing tumour) train as nnU-Net does: one sigmoid
+output per region, the targets are the region masks (``K`` = the number of regions), and the first term
+is binary cross-entropy instead of the softmax's (nnU-Net's ``DC_and_BCE_loss``). The soft Dice and the
+region-specific Tversky term then run on the sigmoid probabilities, one region channel at a time, exactly
+as they run on the classes' softmax probabilities: the paper defines RS for classes that do not overlap,
+and applied per region channel it is the same index (TP, FP and FN of one binary map, averaged over a
+grid of sub-volumes), so overlapping regions are each judged on their own.
 """
 
 from __future__ import annotations
@@ -77,6 +85,30 @@ def _class_maps(
     if not do_bg:
         probs, onehot = probs[:, 1:], onehot[:, 1:]
     return probs, onehot
+
+
+def _region_maps(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, regions: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid probabilities and region masks, both ``(B, R, Z, Y, X)``, zero under the ignore mask."""
+    probs = torch.sigmoid(logits.to(torch.promote_types(logits.dtype, torch.float32)))
+    targets = torch.stack(
+        [torch.isin(labels, torch.tensor(values, device=labels.device)) for values in regions], dim=1
+    ).to(probs.dtype)
+    if mask is not None:
+        probs = probs * mask
+        targets = targets * mask
+    return probs, targets
+
+
+def binary_cross_entropy_loss(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean BCE of region logits and masks ``(B, R, Z, Y, X)`` over the annotated voxels; 0 when none."""
+    terms = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    if mask is None:
+        return terms.mean()
+    return (terms * mask).sum() / (mask.sum() * terms.shape[1]).clamp_min(1)
 
 
 def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_label: int | None = None) -> torch.Tensor:
@@ -210,7 +242,11 @@ def region_tversky_loss(
 
 
 class CompoundLoss(nn.Module):
-    """``CE + (1 − Dice) + w·(1 − mean T)`` on logits ``(B, K, Z, Y, X)`` (paper §2.5); w = 0 drops RS."""
+    """``CE + (1 − Dice) + w·(1 − mean T)`` on logits ``(B, K, Z, Y, X)`` (paper §2.5); w = 0 drops RS.
+
+    With ``regions`` (the label values of each of the K regions) it is ``BCE + (1 − Dice) + w·(1 − mean T)``
+    on sigmoid outputs (module docstring).
+    """
 
     def __init__(
         self,
@@ -222,8 +258,10 @@ class CompoundLoss(nn.Module):
         region_grid: Sequence[int] = DEFAULT_REGION_GRID,
         do_bg: bool = False,
         smooth: float = DICE_SMOOTH,
+        regions: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
+        self.regions = [tuple(values) for values in regions] if regions else None
         self.batch_dice = batch_dice
         self.ignore_label = ignore_label
         self.rs_weight = rs_weight
@@ -235,8 +273,12 @@ class CompoundLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss of logits ``(B, K, Z, Y, X)`` against a label map of the same spatial shape."""
         labels, mask = split_ignore(target, self.ignore_label)
-        probs, onehot = _class_maps(logits, labels, mask, self.do_bg)
-        ce = cross_entropy_loss(logits, target, ignore_label=self.ignore_label)
+        if self.regions is not None:
+            probs, onehot = _region_maps(logits, labels, mask, self.regions)
+            ce = binary_cross_entropy_loss(logits, onehot, mask)
+        else:
+            probs, onehot = _class_maps(logits, labels, mask, self.do_bg)
+            ce = cross_entropy_loss(logits, target, ignore_label=self.ignore_label)
         dice = _soft_dice_coefficient(probs, onehot, batch_dice=self.batch_dice, smooth=self.smooth)
         loss = ce + (1 - dice)
         if self.rs_weight:
@@ -310,11 +352,13 @@ def build_loss(
     ignore_label: int | None = None,
     region_grid: Sequence[int] = DEFAULT_REGION_GRID,
     deep_supervision_weights: Sequence[float] | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> nn.Module:
     """The ``--loss`` compound by name (one of ``LOSS_NAMES``), wrapped for deep supervision if weighted.
 
     Without ``deep_supervision_weights`` the module takes ``(logits, target)``; with them, a list of
-    outputs (full resolution first) and the full-resolution target.
+    outputs (full resolution first) and the full-resolution target. ``regions`` (the values of each
+    region, ``LabelSet.regions``) makes it a sigmoid, region-based loss.
     """
     if name not in LOSS_VARIANTS:
         raise ClinixError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
@@ -325,6 +369,7 @@ def build_loss(
         rs_weight=variant.rs_weight,
         alpha_beta=variant.alpha_beta,
         region_grid=region_grid,
+        regions=regions,
     )
     if deep_supervision_weights is None:
         return loss

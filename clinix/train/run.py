@@ -166,6 +166,7 @@ def build_run(
             batch_dice=plan.batch_dice,
             ignore_label=plan.ignore_label,
             deep_supervision_weights=ddp_loss_weights(weights, context),
+            regions=plan.labels.regions or None,
         ),
         amp_dtype=amp_dtype,
         log=TrainingLog(folder, enabled=context.is_main, echo=options.echo),

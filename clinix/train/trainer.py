@@ -186,9 +186,9 @@ def _run_epoch(run: Run, epoch: int, train_loader: BatchLoader, val_loader: Batc
 
 
 def _foreground_names(plan: Plan) -> list[str]:
-    """Names of the classes 1..K-1 in label order (an unnamed value is called by its number)."""
-    names = {value: name for name, value in plan.dataset["labels"].items() if isinstance(value, int)}
-    return [names.get(label, str(label)) for label in range(1, plan.num_classes)]
+    """Names of the foreground outputs: the classes 1..K-1 in label order, or the regions."""
+    names = plan.labels.output_names
+    return names if plan.labels.is_region_based else names[1:]
 
 
 def _train_epoch(run: Run, epoch: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -235,14 +235,15 @@ def _autocast(run: Run) -> AbstractContextManager:
 def _validate_epoch(run: Run, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, torch.Tensor]:
     """Mean validation loss and the ``(3, K-1)`` TP/FP/FN counts of the full-resolution output, over ranks."""
     total = torch.zeros(2, dtype=torch.float64, device=run.device)
-    counts = torch.zeros(3, run.plan.num_classes - 1, dtype=torch.int64, device=run.device)
+    regions = run.plan.labels.regions or None
+    counts = torch.zeros(3, len(_foreground_names(run.plan)), dtype=torch.int64, device=run.device)
     for data, target in batches:
         data, target = data.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True)
         with _autocast(run):
             outputs = run.model(data)
             loss = run.loss(outputs, target)
         total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
-        counts += confusion_counts(outputs[0], target, run.plan.ignore_label)
+        counts += confusion_counts(outputs[0], target, run.plan.ignore_label, regions)
     total, counts = sum_over_ranks(total, run.context), sum_over_ranks(counts, run.context)
     mean = float(total[0] / total[1])
     if not math.isfinite(mean):  # the same sum on every rank: all stop together

@@ -30,18 +30,31 @@ VALIDATION_DIR = "validation"
 SUMMARY_FILE = "summary.json"
 
 
-def confusion_counts(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None) -> torch.Tensor:
-    """``(3, K-1)`` int64: TP, FP, FN per foreground class of logits ``(B, K, Z, Y, X)``.
+def confusion_counts(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_label: int | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
+) -> torch.Tensor:
+    """``(3, F)`` int64: TP, FP, FN per foreground output of logits ``(B, K, Z, Y, X)``.
 
-    ``target`` is the label map ``(B, 1, Z, Y, X)`` or ``(B, Z, Y, X)``; voxels with ``ignore_label``
-    count nowhere.
+    Classes: the argmax, F = K − 1. Regions (the values of each of the K regions): each sigmoid output
+    above 0.5 (its logit above 0), F = K. ``target`` is the label map ``(B, 1, Z, Y, X)`` or
+    ``(B, Z, Y, X)``; voxels with ``ignore_label`` count nowhere.
     """
     labels = target[:, 0] if target.ndim == logits.ndim else target
-    predicted = logits.argmax(1)
     annotated = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
-    counts = torch.zeros(3, logits.shape[1] - 1, dtype=torch.int64, device=logits.device)
-    for column, label in enumerate(range(1, logits.shape[1])):
-        is_predicted, is_target = (predicted == label) & annotated, (labels == label) & annotated
+    if regions:
+        pairs = [
+            (logits[:, r] > 0, torch.isin(labels, torch.tensor(values, device=labels.device)))
+            for r, values in enumerate(regions)
+        ]
+    else:
+        predicted = logits.argmax(1)
+        pairs = [(predicted == label, labels == label) for label in range(1, logits.shape[1])]
+    counts = torch.zeros(3, len(pairs), dtype=torch.int64, device=logits.device)
+    for column, (is_predicted, is_target) in enumerate(pairs):
+        is_predicted, is_target = is_predicted & annotated, is_target & annotated
         counts[0, column] = (is_predicted & is_target).sum()
         counts[1, column] = (is_predicted & ~is_target).sum()
         counts[2, column] = (~is_predicted & is_target).sum()

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from clinix.errors import ClinixError, DatasetError
+from clinix.io.labels import LabelSet, read_label_set
 from clinix.metrics.classes import (
     ClassSpec,
-    DatasetLabels,
     classes_present,
     parse_labels_option,
     parse_regions_option,
-    read_dataset_labels,
     resolve_classes,
 )
 
@@ -45,23 +44,25 @@ def test_regions_option_refuses_a_region_without_labels():
         parse_regions_option("WT=1,2,3;TC")
 
 
-def test_nnunet_labels_drop_background_and_keep_the_ignore_value(tmp_path):
+def test_nnunet_labels_keep_background_and_the_ignore_value(tmp_path):
     path = _dataset_json(tmp_path, {"background": 0, "liver": 1, "tumour": 2, "ignore": 3})
-    assert read_dataset_labels(path) == DatasetLabels({"liver": (1,), "tumour": (2,)}, ignore_label=3)
+    expected = LabelSet((("background", (0,)), ("liver", (1,)), ("tumour", (2,))), ignore_label=3)
+    assert read_label_set(path) == expected
+    assert expected.foreground == [("liver", (1,)), ("tumour", (2,))]
 
 
 def test_decathlon_labels_map_values_to_names(tmp_path):
-    path = _dataset_json(tmp_path, {"0": "background", "1": "liver", "2": "cancer"})
-    assert read_dataset_labels(path).labels == {"liver": (1,), "cancer": (2,)}
+    path = _dataset_json(tmp_path, {"0": "background", "1": "liver", "2": "cancer"}, training=[])
+    assert read_label_set(path).foreground == [("liver", (1,)), ("cancer", (2,))]
 
 
 def test_dataset_json_without_labels_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="labels"):
-        read_dataset_labels(_dataset_json(tmp_path, {}))
+        read_label_set(_dataset_json(tmp_path, {}))
 
 
 def test_dataset_json_names_its_integer_labels(tmp_path):
-    declared = read_dataset_labels(_dataset_json(tmp_path, {"background": 0, "liver": 1, "tumour": 2}))
+    declared = read_label_set(_dataset_json(tmp_path, {"background": 0, "liver": 1, "tumour": 2}))
     assert resolve_classes(None, None, declared, None) == [
         ClassSpec("liver", (1,)),
         ClassSpec("tumour", (2,)),
@@ -69,12 +70,12 @@ def test_dataset_json_names_its_integer_labels(tmp_path):
 
 
 def test_labels_option_keeps_dataset_json_names(tmp_path):
-    declared = read_dataset_labels(_dataset_json(tmp_path, {"background": 0, "liver": 1, "tumour": 2}))
+    declared = read_label_set(_dataset_json(tmp_path, {"background": 0, "liver": 1, "tumour": 2}))
     assert resolve_classes([2], None, declared, None) == [ClassSpec("tumour", (2,))]
 
 
 def test_dataset_json_regions_are_scored_alone(tmp_path):
-    declared = read_dataset_labels(_dataset_json(tmp_path, BRATS_LABELS, regions_class_order=[1, 2, 3]))
+    declared = read_label_set(_dataset_json(tmp_path, BRATS_LABELS, regions_class_order=[1, 2, 3]))
     assert resolve_classes(None, None, declared, None) == [
         ClassSpec("whole_tumor", (1, 2, 3)),
         ClassSpec("tumor_core", (2, 3)),
@@ -105,3 +106,12 @@ def test_classes_present_are_the_nonzero_values_other_than_ignore():
     ref = np.array([[[0, 1, 4]]])
     pred = np.array([[[2, 0, 0]]])
     assert classes_present([ref, pred], ignore_label=4) == [ClassSpec("1", (1,)), ClassSpec("2", (2,))]
+
+
+def test_classes_of_a_region_dataset_are_its_label_values_named_where_dataset_json_names_them(tmp_path):
+    declared = read_label_set(_dataset_json(tmp_path, BRATS_LABELS, regions_class_order=[1, 2, 3]))
+    assert resolve_classes(None, None, declared, None, classes_only=True) == [
+        ClassSpec("1", (1,)),
+        ClassSpec("2", (2,)),
+        ClassSpec("enhancing_tumor", (3,)),
+    ]

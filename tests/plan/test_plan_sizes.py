@@ -27,7 +27,7 @@ def labelled(shape: list[int], spacing: list[float], channels: tuple[str, ...], 
     found = fingerprint(shape, spacing, cases=100, channels=channels)
     labels = {"background": 0, **{f"class{k}": k for k in range(1, classes)}}
     found.dataset["labels"] = labels
-    found.labels = {name: {"value": value, "voxels": 1000, "cases_present": 100} for name, value in labels.items()}
+    found.labels = {name: {"values": [value], "voxels": 1000, "cases_present": 100} for name, value in labels.items()}
     return found
 
 

@@ -47,7 +47,7 @@ def fingerprint(
         cases=[case] * cases,
         intensity={str(i): {"name": name, **stats} for i, name in enumerate(channels)},
         labels={
-            name: {"value": value, "voxels": 1000 * cases, "cases_present": cases}
+            name: {"values": [value], "voxels": 1000 * cases, "cases_present": cases}
             for name, value in (("background", 0), ("organ", 1), ("tumour", 2))
         },
         median_relative_size_after_crop=kept,

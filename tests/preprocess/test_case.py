@@ -8,9 +8,10 @@ import pytest
 
 from clinix.errors import ClinixError
 from clinix.io.image import Geometry
+from clinix.io.labels import LabelSet
 from clinix.plan.model import ChannelNormalization, Plan, ResamplingSettings
 from clinix.preprocess import CaseProperties, preprocess_case
-from clinix.preprocess.case import foreground_classes, plan_digest, sample_class_locations
+from clinix.preprocess.case import plan_digest, sample_class_locations
 
 LABELS = {"background": 0, "organ": 1, "tumour": 2}
 CT = ChannelNormalization("CT", "ct", mean=100.0, std=50.0, lower=-1000.0, upper=1000.0)
@@ -55,14 +56,15 @@ def test_location_counts_are_all_up_to_ten_thousand_but_at_least_one_percent() -
     assert sample_class_locations(seg, classes) == locations
 
 
-def test_region_datasets_sample_every_region() -> None:
-    labels = {"background": 0, "whole tumour": [1, 2, 3], "core": [2, 3]}
-    assert foreground_classes(labels) == {"1,2,3": [1, 2, 3], "2,3": [2, 3]}
+def test_region_datasets_oversample_the_union_of_their_regions() -> None:
+    labels = LabelSet.from_json(
+        {"labels": {"background": 0, "whole tumour": [1, 2, 3], "core": [2, 3]}, "regions_class_order": [1, 2]}
+    )
+    assert labels.location_keys() == {"1,2,3": [1, 2, 3]}
     seg = np.array([[[0, 1, 2, 3]]], dtype=np.int16)
-    assert sample_class_locations(seg, foreground_classes(labels)) == {
-        "1,2,3": [[0, 0, 1], [0, 0, 2], [0, 0, 3]],
-        "2,3": [[0, 0, 2], [0, 0, 3]],
-    }
+    assert sample_class_locations(seg, labels.location_keys()) == {"1,2,3": [[0, 0, 1], [0, 0, 2], [0, 0, 3]]}
+    classes = LabelSet.from_json({"labels": {"background": 0, "organ": 1, "tumour": 2}})
+    assert classes.location_keys() == {"1": [1], "2": [2]}
 
 
 def body_case() -> tuple[np.ndarray, np.ndarray, Geometry]:
