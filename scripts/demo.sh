@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the embedded synthetic phantom, on CPU, in a scratch folder.
-# Usage: scripts/demo.sh CLINIX_EXECUTABLE OUT_DIR
+# `make demo` / `make demo-brats`: the whole pipeline on a synthetic phantom, on CPU, in a scratch folder.
+# Usage: scripts/demo.sh CLINIX_EXECUTABLE OUT_DIR [ct|brats]
+#   ct:    an abdomen CT, organ and tumours (classes, softmax)
+#   brats: a 4-channel brain MRI, whole tumour / tumour core / enhancing tumour (regions, sigmoid)
 set -euo pipefail
 clinix=${1:-clinix}
 out=${2:-demo_work}
+kind=${3:-ct}
 data="$out/phantom"
 work="$out/work"
 started=$SECONDS
 
 step() { printf '\n\033[1m== %s\033[0m  (%ds)\n' "$*" $((SECONDS - started)); }
 
-step "1/7 synthetic CT phantom: 8 training + 2 held-out cases"
-"$clinix" phantom "$data" --cases 8 --test-cases 2 --seed 0 --overwrite
+step "1/7 synthetic $kind phantom: 8 training + 2 held-out cases"
+"$clinix" phantom "$data" --kind "$kind" --cases 8 --test-cases 2 --seed 0 --overwrite
 
 step "2/7 validate the dataset"
 "$clinix" validate "$data"

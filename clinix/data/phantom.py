@@ -99,7 +99,7 @@ def write_phantom_dataset(
     """
     out = Path(out_dir)
     _check_request(cases, seed, test_cases, size)
-    _prepare_folder(out, overwrite)
+    prepare_phantom_folder(out, overwrite)
     # dataset.json goes first: it marks the folder as a phantom, so a rerun after an interruption replaces it.
     write_json(out / "dataset.json", _dataset_json(cases, seed, test_cases, size))
     for index in range(cases + test_cases):
@@ -126,7 +126,7 @@ def _check_request(cases: int, seed: int, test_cases: int, size: str) -> None:
         raise ClinixError(f"test cases and seed must be >= 0, got {test_cases} and {seed}")
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> None:
+def prepare_phantom_folder(out: Path, overwrite: bool) -> None:
     """Make ``out`` ready to receive a phantom: refuse foreign contents, clear an earlier phantom."""
     if out.exists() and not out.is_dir():
         raise DatasetError(out, "exists and is not a folder")
@@ -144,9 +144,10 @@ def _prepare_folder(out: Path, overwrite: bool) -> None:
 
 
 def _is_phantom(folder: Path) -> bool:
+    """A dataset clinix wrote (``clinix phantom`` of any kind records its settings under "phantom")."""
     try:
-        return json.loads((folder / "dataset.json").read_text()).get("name") == PHANTOM_NAME
-    except (OSError, ValueError, AttributeError):
+        return "phantom" in json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError, TypeError):
         return False
 
 

@@ -78,7 +78,7 @@ def resolve_classes(
     region_specs = [ClassSpec(name, tuple(values)) for name, values in (regions or {}).items()]
     if not region_specs and declared and declared.is_region_based and not classes_only:
         region_specs = [ClassSpec(name, values) for name, values in declared.foreground]
-    if labels is None and declared is not None and (classes_only or not declared.is_region_based):
+    if labels is None and not region_specs and declared is not None:
         labels = [value for value in declared.label_values if value != 0]
     if labels is not None:
         label_specs = [ClassSpec(names.get(value, str(value)), (value,)) for value in labels]

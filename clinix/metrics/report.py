@@ -49,7 +49,8 @@ def summary_csv(summary: EvaluationSummary) -> str:
 def summary_table(summary: EvaluationSummary) -> Table:
     """Per-class means, then the mean over classes; "DSC cases" counts the cases in the DSC mean."""
     table = Table(title=f"{len(summary.cases)} cases, NSD tolerance {summary.nsd_tolerance_mm:g} mm")
-    table.add_column("class")
+    longest = max((len(name) for name in summary.per_class), default=5)
+    table.add_column("class", min_width=min(longest, 20), no_wrap=True)  # region names are long: keep them
     for _, header, _ in TABLE_COLUMNS:
         table.add_column(header, justify="right")
     table.add_column("DSC cases", justify="right")

@@ -98,3 +98,32 @@ def test_label_map_from_probabilities_is_the_argmax_of_the_restored_probabilitie
     labels = restore_label_map(probabilities, properties, plan)
     expected = np.argmax(restore_probabilities(probabilities, properties, plan), axis=0)
     np.testing.assert_array_equal(labels, expected)
+
+
+REGION_LABELS = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
+
+
+def test_regions_become_a_label_map_later_regions_over_earlier_ones() -> None:
+    image, label = ellipsoid_case()
+    plan = make_plan(TARGET_SPACING, labels=REGION_LABELS)
+    plan.dataset["regions_class_order"] = [1, 2, 3]
+    _, _, properties = preprocess_case(image, label, OBLIQUE, plan, "e")
+    shape = tuple(properties.shape_after_resampling)
+    whole = np.zeros(shape, dtype=np.float32)
+    whole[:, :, : shape[2] // 2] = 0.9  # the left half is tumour
+    core = np.zeros(shape, dtype=np.float32)
+    core[:, :, : shape[2] // 4] = 0.8  # its left half is core ...
+    enhancing = np.zeros(shape, dtype=np.float32)
+    enhancing[:, :, : shape[2] // 8] = 0.6  # ... whose left half enhances; 0.4 elsewhere stays out
+    enhancing[:, :, shape[2] // 2 :] = 0.4
+    labels = restore_label_map(np.stack([whole, core, enhancing]), properties, plan)
+    restored = restore_probabilities(np.stack([whole, core, enhancing]), properties, plan)
+    expected = np.zeros(restored.shape[1:], dtype=np.uint8)
+    for region, value in enumerate((1, 2, 3)):  # regions_class_order, in order, as nnU-Net writes it
+        expected[restored[region] > 0.5] = value
+    np.testing.assert_array_equal(labels, expected)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    (z0, z1), (y0, y1), (x0, x1) = properties.crop_box
+    outside = np.ones(labels.shape, dtype=bool)
+    outside[z0:z1, y0:y1, x0:x1] = False
+    assert np.all(restored[:, outside] == 0.0)  # no background channel: every region is 0 outside the crop

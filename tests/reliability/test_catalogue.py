@@ -23,8 +23,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from clinix.data.brats import write_brats_dataset
 from clinix.io.atomic import write_json
-from clinix.io.image import Geometry, write_image
+from clinix.io.image import Geometry, read_label, write_image
 from clinix.plan import plan_experiment
 from clinix.plan.model import load_plan
 from tests.builders import GEOMETRY, SHAPE, case_arrays, write_nnunet
@@ -229,6 +230,49 @@ def the_same_symlink_in_an_explicit_listing_is_treated_alike(tmp: Path) -> Fault
     edit_json(root / "dataset.json", dataset=listing, numTraining=1)
     warning = f"{link}: is a symbolic link to {outside}, outside the dataset (followed)"
     return Fault(["validate", root], exit_code=0, warnings=[warning])
+
+
+def brats(tmp: Path) -> Path:
+    return write_brats_dataset(tmp / "BraTS", cases=2, test_cases=0, size="tiny")
+
+
+@fault
+def a_region_naming_a_value_outside_the_label_values(tmp: Path) -> Fault:
+    root = brats(tmp)
+    labels = {"background": 0, "whole_tumor": [1, 2, 3, 5], "tumor_core": [2, 3], "enhancing_tumor": 3}
+    edit_json(root / "dataset.json", labels=labels)
+    problem = "regions ['whole_tumor'] use values [5]; the label values must be 0..4"
+    never = "region 'whole_tumor' names value(s) [5] that no label file holds"
+    meta = root / "dataset.json"
+    return Fault(["validate", root], errors=[f"{meta}: {problem}"], warnings=[f"{meta}: {never}"])
+
+
+@fault
+def a_label_value_in_no_region(tmp: Path) -> Fault:
+    root = brats(tmp)
+    label_path = root / "labelsTr" / "brats_001.nii.gz"
+    label, geometry = read_label(label_path)
+    label[0, 0, 0] = 4
+    write_image(label_path, label, geometry, is_label=True)
+    return Fault(["validate", root], errors=[f"{label_path}: label values [4] are in no region of dataset.json"])
+
+
+@fault
+def regions_class_order_of_the_wrong_length(tmp: Path) -> Fault:
+    root = brats(tmp)
+    edit_json(root / "dataset.json", regions_class_order=[1, 2])
+    problem = "'regions_class_order' has 2 values for 3 regions"
+    return Fault(["plan", root, "-w", tmp / "w", "--device", "cpu"], errors=[f"{root / 'dataset.json'}: {problem}"])
+
+
+@fault
+def a_4d_label_file_in_a_region_dataset(tmp: Path) -> Fault:
+    root = brats(tmp)
+    label_path = root / "labelsTr" / "brats_000.nii.gz"
+    label, _ = read_label(label_path)
+    image = sitk.JoinSeries([sitk.GetImageFromArray(label.astype(np.uint8))] * 2)
+    sitk.WriteImage(image, str(label_path))
+    return Fault(["validate", root], errors=[f"{label_path}: a label map must have one channel, found 2"])
 
 
 # --- files that do not read, or read wrong ---------------------------------------------------------------

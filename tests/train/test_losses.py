@@ -285,3 +285,34 @@ def test_deep_supervision_accepts_one_target_per_output():
     loss = DeepSupervisionLoss(compound, [0.25, 0.75])(outputs, targets)
     expected = 0.25 * compound(outputs[0], targets[0]) + 0.75 * compound(outputs[1], targets[1])
     assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+def test_region_loss_is_bce_plus_soft_dice_plus_the_region_tversky_term_per_region() -> None:
+    # two voxels holding labels 0 and 2; regions whole = {1, 2} and core = {2}: both targets are [0, 1].
+    # All logits 0: sigmoid 0.5 everywhere.
+    logits = torch.zeros(1, 2, 1, 1, 2)
+    target = torch.tensor([0, 2]).view(1, 1, 1, 1, 2)
+    loss = build_loss("ce-dice-trs", batch_dice=False, regions=[(1, 2), (2,)])
+    eps = 1e-5
+    bce = math.log(2.0)  # -log(0.5) at every voxel and region
+    dice = (2 * 0.5 + eps) / (0.5 + 0.5 + 1 + eps)  # per region: TP 0.5, sums 1 (prediction) and 1 (target)
+    # region grid clamped to the 1 x 1 x 2 output: each voxel is a region of the Tversky index
+    alpha_0 = 0.3 + 0.4 * (0.5 + eps) / (0.5 + eps)  # voxel 0: FP 0.5, FN 0
+    beta_0 = 0.3 + 0.4 * eps / (0.5 + eps)
+    t_0 = eps / (alpha_0 * 0.5 + beta_0 * 0 + eps)
+    alpha_1 = 0.3 + 0.4 * eps / (0.5 + eps)  # voxel 1: TP 0.5, FN 0.5
+    beta_1 = 0.3 + 0.4 * (0.5 + eps) / (0.5 + eps)
+    t_1 = (0.5 + eps) / (0.5 + alpha_1 * 0 + beta_1 * 0.5 + eps)
+    expected = bce + (1 - dice) + 0.8 * (1 - (t_0 + t_1) / 2)
+    assert loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_region_loss_leaves_out_the_ignore_label_and_rewards_a_perfect_prediction() -> None:
+    target = torch.tensor([0, 1, 2, 3]).view(1, 1, 1, 1, 4)  # 3 is the ignore label
+    regions = [(1, 2), (2,)]
+    perfect = torch.tensor([[-20.0, 20.0, 20.0, 20.0], [-20.0, -20.0, 20.0, -20.0]]).view(1, 2, 1, 1, 4)
+    loss = build_loss("ce-dice", batch_dice=False, ignore_label=3, regions=regions)
+    assert loss(perfect, target).item() == pytest.approx(0.0, abs=1e-5)
+    wrong_where_ignored = perfect.clone()
+    wrong_where_ignored[..., 3] = -perfect[..., 3]
+    assert loss(wrong_where_ignored, target).item() == pytest.approx(0.0, abs=1e-5)

@@ -51,3 +51,12 @@ def test_the_ema_starts_at_the_first_value_then_keeps_nine_tenths() -> None:
 def test_a_nan_epoch_leaves_the_ema_as_it_was() -> None:
     assert update_ema(0.4, math.nan) == 0.4
     assert update_ema(None, math.nan) is None
+
+
+def test_region_outputs_count_a_voxel_in_every_region_above_one_half() -> None:
+    # 4 voxels with labels 0, 1, 2, 3; regions whole = {1, 2, 3} and core = {2, 3}
+    target = torch.tensor([0, 1, 2, 3]).view(1, 1, 1, 1, 4)
+    logits = torch.tensor([[1.0, 1.0, 1.0, -1.0], [-1.0, -1.0, 1.0, 1.0]]).view(1, 2, 1, 1, 4)
+    counts = confusion_counts(logits, target, regions=[(1, 2, 3), (2, 3)])
+    # whole: predicted at voxels 0-2, true at 1-3 -> TP 2 (1, 2), FP 1 (0), FN 1 (3); core: exact -> TP 2
+    assert counts.tolist() == [[2, 2], [1, 0], [1, 0]]
