@@ -127,9 +127,10 @@ def _add_ratios(rows: list[dict], baseline_name: str, prefix: str) -> None:
 
 
 def _table(rows: list[dict]) -> Table:
-    classes = sorted({c for row in rows for c in row["dsc"]})
+    classes = list(dict.fromkeys(c for row in rows for c in row["dsc"]))  # in the dataset's order
     table = Table(title="ablation on a phantom (fold 0 validation)")
-    columns = ("variant", "params (M)", "s/iter", *(f"DSC {c}" for c in classes), *(f"recall {c}" for c in classes))
+    short = [_abbreviation(c) for c in classes]
+    columns = ("variant", "params (M)", "s/iter", *(f"DSC {c}" for c in short), *(f"recall {c}" for c in short))
     for column in columns:
         table.add_column(column)
     for row in rows:
@@ -141,6 +142,12 @@ def _table(rows: list[dict]) -> Table:
             *(_cell(row["recall"].get(c)) for c in classes),
         )
     return table
+
+
+def _abbreviation(name: str) -> str:
+    """``whole_tumor`` -> ``WT``; a one-word name stays as it is."""
+    words = name.replace("-", "_").split("_")
+    return "".join(w[0].upper() for w in words if w) if len(words) > 1 else name
 
 
 def _cell(value: float | None) -> str:

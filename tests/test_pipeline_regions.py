@@ -73,6 +73,14 @@ def test_region_evaluation_reports_wt_tc_et_by_default_and_the_classes_on_reques
     run("evaluate", regions / "predictions", regions / "brats" / "labelsTs", "-j", "1")
     summary = json.loads((regions / "predictions" / "summary.json").read_text())
     assert [c["name"] for c in summary["classes"]] == ["whole_tumor", "tumor_core", "enhancing_tumor"]
+    predicted, _ = read_label(regions / "predictions" / "brats_004.nii.gz")
+    reference, _ = read_label(regions / "brats" / "labelsTs" / "brats_004.nii.gz")
+    for entry, values in zip(summary["classes"], ([1, 2, 3], [2, 3], [3]), strict=True):
+        p, r = np.isin(predicted, values), np.isin(reference, values)
+        expected = 2 * (p & r).sum() / (p.sum() + r.sum()) if p.any() or r.any() else None
+        assert entry["labels"] == values
+        if expected is not None:
+            assert summary["per_class"][entry["name"]]["mean"]["DSC"] == pytest.approx(expected)
     run("evaluate", regions / "predictions", regions / "brats" / "labelsTs", "--classes", "-j", "1")
     summary = json.loads((regions / "predictions" / "summary.json").read_text())
     assert [c["labels"] for c in summary["classes"]] == [[1], [2], [3]]

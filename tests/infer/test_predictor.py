@@ -92,6 +92,19 @@ def test_fold_ensemble_averages_probabilities_not_logits() -> None:
     np.testing.assert_allclose(probabilities[1], 5 / 8, rtol=1e-6)
 
 
+def test_a_region_ensemble_averages_sigmoids_one_per_region() -> None:
+    plan = tiny_plan(labels={"background": 0, "whole": [1, 2], "core": 2})
+    plan = dataclasses.replace(plan, dataset={**plan.dataset, "regions_class_order": [1, 2]})
+    assert plan.labels.activation == "sigmoid" and plan.num_classes == 2
+    # sigmoid(0) = 1/2 and sigmoid(ln 3) = 3/4 average to 5/8 (sigmoid of the mean logit: 0.634);
+    # sigmoid(-ln 3) = 1/4 and sigmoid(ln 3) = 3/4 to 1/2. Regions need not sum to one.
+    models = [ConstantLogits([0.0, -math.log(3.0)]), ConstantLogits([math.log(3.0), math.log(3.0)])]
+    probabilities = Predictor(plan, models, device="cpu", tta=False).predict_preprocessed(np.zeros((1, 8, 9, 10)))
+    assert probabilities.shape == (2, 8, 9, 10)
+    np.testing.assert_allclose(probabilities[0], 5 / 8, rtol=1e-6)
+    np.testing.assert_allclose(probabilities[1], 1 / 2, rtol=1e-6)
+
+
 def test_checkpoint_file_checkpoint_dict_state_dict_and_module_predict_the_same(tmp_path: Path) -> None:
     plan = tiny_plan()
     network = tiny_network(plan)

@@ -316,3 +316,14 @@ def test_region_loss_leaves_out_the_ignore_label_and_rewards_a_perfect_predictio
     wrong_where_ignored = perfect.clone()
     wrong_where_ignored[..., 3] = -perfect[..., 3]
     assert loss(wrong_where_ignored, target).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_deep_supervision_on_regions_scores_each_scale_against_its_downsampled_region_masks() -> None:
+    generator = torch.Generator().manual_seed(8)
+    labels = torch.randint(0, 4, (2, 1, 8, 8, 8), generator=generator)
+    outputs = [torch.randn(2, 3, n, n, n, generator=generator, dtype=torch.float64) for n in (8, 4, 2)]
+    regions = [(1, 2, 3), (2, 3), (3,)]
+    loss = build_loss("ce-dice-trs", batch_dice=False, regions=regions, deep_supervision_weights=[0.5, 0.5, 0.0])
+    single = build_loss("ce-dice-trs", batch_dice=False, regions=regions)
+    expected = 0.5 * single(outputs[0], labels) + 0.5 * single(outputs[1], labels[..., 1::2, 1::2, 1::2])
+    assert loss(outputs, labels).item() == pytest.approx(expected.item(), abs=1e-12)
