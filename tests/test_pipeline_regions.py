@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from clinix.cli import app
+from clinix.cli.plan import plan_table
 from clinix.io.image import read_label
 from clinix.plan.model import load_plan
 
@@ -52,6 +54,10 @@ def test_a_region_dataset_plans_one_sigmoid_output_per_region(regions: Path) -> 
     assert plan.network["num_classes"] == 3 and plan.num_channels == 4
     assert [n.scheme for n in plan.normalization] == ["zscore"] * 4  # MRI, inside the brain
     assert all(n.use_nonzero_mask for n in plan.normalization)  # the skull-stripped background is cut
+    console = Console(record=True)
+    console.print(plan_table(plan))
+    caption = " ".join(console.export_text().split())  # the caption wraps to the table's width
+    assert "3 sigmoid outputs (regions whole_tumor, tumor_core, enhancing_tumor)" in caption
 
 
 def test_region_training_logs_a_pseudo_dice_per_region(regions: Path) -> None:

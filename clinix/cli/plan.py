@@ -82,9 +82,18 @@ def plan_table(plan: Plan) -> Table:
     )
     table.caption = (
         f"spacing {_tuple(plan.target_spacing, '.3g')} mm · arch {plan.arch} · loss {plan.loss} · "
-        f"features {network['features']} · {_costs(plan)}"
+        f"features {network['features']} · {_outputs(plan)} · {_costs(plan)}"
     )
     return table
+
+
+def _outputs(plan: Plan) -> str:
+    """ "3 softmax outputs" for classes, "3 sigmoid outputs (regions WT, TC, ET)" for regions."""
+    labels = plan.labels
+    text = f"{labels.num_outputs} {labels.activation} outputs"
+    if labels.is_region_based:
+        text += f" (regions {', '.join(labels.output_names)})"
+    return text
 
 
 def _costs(plan: Plan) -> str:
