@@ -1,7 +1,7 @@
 """The planner's memory model against real training steps; print JSON.
 
-For every ``--arch`` at three points (a CPU-plan network at a small patch, a 6-stage GPU-width network at
-a medium patch, and the paper-sized 48 × 128 × 160 patch of a 6-stage network, batch 2), a fresh process
+For every ``--arch`` at three patch sizes (a CPU-plan network at 32 × 96 × 96, a GPU-width network at
+40 × 128 × 128, and the paper-sized 48 × 128 × 160 patch of a 6-stage network, batch 2), a fresh process
 builds the run as ``clinix train`` does (``clinix.train.run.build_run``) and takes two training steps
 (``train_step``: deep-supervision loss, backward, clipping, Adam) on a random batch, on the CPU in
 float32. Measured: the process's peak resident set (``VmHWM``, everything included), and its growth over
@@ -35,7 +35,7 @@ CPU_FEATURES = [8, 16, 32, 64, 128]
 CHEST_CT_SPACING = [3.0, 0.98, 0.98]  # the spacing of the chest CT of the issue: anisotropic pooling
 POINTS = {
     "cpu-plan": (CPU_FEATURES, [32, 96, 96]),
-    "medium": (GPU_FEATURES, [32, 96, 96]),
+    "medium": (GPU_FEATURES, [40, 128, 128]),
     "paper-sized": (GPU_FEATURES, [48, 128, 160]),
 }
 QUICK_POINTS = {"cpu-plan": (CPU_FEATURES, [16, 64, 64]), "small": (CPU_FEATURES, [32, 96, 96])}
