@@ -64,7 +64,7 @@ def evaluate(
         show_default=False,
     ),
 ) -> None:
-    """Score each case and class: DSC, IoU, recall, precision, TP/FP/FN, HD95 (mm), NSD; then the means."""
+    """Score each case and class: DSC, IoU, recall, precision, TP/FP/FN, HD95 (mm), NSD, lesions; then the means."""
     summary = evaluate_folders(
         pred,
         ref,

@@ -1,7 +1,8 @@
 """Every metric of one case, on arrays: the per-class record of SPEC §8.
 
-A record holds ``DSC, IoU, recall, precision`` (overlap.py), ``HD95`` in mm and ``NSD`` (surface.py) and
-the voxel counts ``TP, FP, FN, n_pred, n_ref``. Voxels whose reference value is the ignore label are removed
+A record holds ``DSC, IoU, recall, precision`` (overlap.py), ``HD95`` in mm and ``NSD`` (surface.py), the
+voxel counts ``TP, FP, FN, n_pred, n_ref`` and the lesion counts ``lesions_ref, lesions_found, lesions_pred,
+lesions_fp`` with ``lesion_recall`` (lesions.py). Voxels whose reference value is the ignore label are removed
 from both masks before anything is counted or measured.
 """
 
@@ -13,10 +14,14 @@ import numpy as np
 
 from clinix.errors import ClinixError
 from clinix.metrics.classes import ClassSpec, classes_present, resolve_classes
+from clinix.metrics.lesions import LesionCounts, lesion_counts
 from clinix.metrics.overlap import ConfusionCounts, confusion_counts, overlap_metrics
 from clinix.metrics.surface import surface_metrics
 
-METRIC_NAMES = ("DSC", "IoU", "recall", "precision", "HD95", "NSD", "TP", "FP", "FN", "n_pred", "n_ref")
+METRIC_NAMES = (
+    *("DSC", "IoU", "recall", "precision", "HD95", "NSD", "TP", "FP", "FN", "n_pred", "n_ref"),
+    *("lesions_ref", "lesions_found", "lesions_pred", "lesions_fp", "lesion_recall"),
+)
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
 
@@ -75,14 +80,14 @@ def score_classes(
             ref_mask &= kept
         counts = confusion_counts(pred_mask, ref_mask)
         surface = surface_metrics(pred_mask, ref_mask, spacing, nsd_tolerance_mm, hd95_missing)
-        scores[spec.name] = _record(counts, surface)
+        scores[spec.name] = _record(counts, surface, lesion_counts(pred_mask, ref_mask))
     return scores
 
 
 def absent_class_record() -> dict[str, float]:
     """The record of a class found in neither mask: zero counts, every ratio and distance NaN."""
-    return _record(ConfusionCounts(0, 0, 0), {"HD95": float("nan"), "NSD": float("nan")})
+    return _record(ConfusionCounts(0, 0, 0), {"HD95": float("nan"), "NSD": float("nan")}, LesionCounts(0, 0, 0, 0))
 
 
-def _record(counts: ConfusionCounts, surface: dict[str, float]) -> dict[str, float]:
-    return {**overlap_metrics(counts), **surface, **counts.to_json()}
+def _record(counts: ConfusionCounts, surface: dict[str, float], lesions: LesionCounts) -> dict[str, float]:
+    return {**overlap_metrics(counts), **surface, **counts.to_json(), **lesions.to_json()}

@@ -47,7 +47,11 @@ def summary_csv(summary: EvaluationSummary) -> str:
 
 
 def summary_table(summary: EvaluationSummary) -> Table:
-    """Per-class means, then the mean over classes; "DSC cases" counts the cases in the DSC mean."""
+    """Per-class means, then the mean over classes; "DSC cases" counts the cases in the DSC mean.
+
+    The caption holds what has no room at 80 columns: the missed and spurious structures, the lesions found
+    out of the reference lesions with the false positives per case, and the HD95 rule.
+    """
     table = Table(title=f"{len(summary.cases)} cases, NSD tolerance {summary.nsd_tolerance_mm:g} mm")
     longest = max((len(name) for name in summary.per_class), default=5)
     table.add_column("class", min_width=min(longest, 20), no_wrap=True)  # region names are long: keep them
@@ -59,7 +63,7 @@ def summary_table(summary: EvaluationSummary) -> Table:
         table.add_row(name, *_table_values(class_summary.mean), f"{in_mean}/{class_summary.n_cases}")
     table.add_section()
     table.add_row("mean", *_table_values(summary.foreground_mean), "", style="bold")
-    table.caption = f"{_misses(summary)}. HD95: {HD95_MISSING_RULES[summary.hd95_missing]}"
+    table.caption = f"{_misses(summary)}. {_lesions(summary)}. HD95: {HD95_MISSING_RULES[summary.hd95_missing]}"
     return table
 
 
@@ -73,8 +77,21 @@ def _misses(summary: EvaluationSummary) -> str:
     return "; ".join(counts) if counts else "No structure missed or spurious"
 
 
+def _lesions(summary: EvaluationSummary) -> str:
+    """ "Lesions found (FP per case): tumour: 7/9 (0.33)", pooled over cases, for each class."""
+    counts = [
+        f"{name}: {s.lesions.found}/{s.lesions.reference} ({_number(s.lesions.false_positives_per_case, 2)})"
+        for name, s in summary.per_class.items()
+    ]
+    return f"Lesions found (FP per case): {'; '.join(counts) or 'no class scored'}"
+
+
 def _table_values(mean: dict[str, float]) -> list[str]:
-    return [f"{mean[metric]:.{digits}f}" if math.isfinite(mean[metric]) else "-" for metric, _, digits in TABLE_COLUMNS]
+    return [_number(mean[metric], digits) for metric, _, digits in TABLE_COLUMNS]
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
 
 
 def _cell(value: float) -> str:

@@ -4,6 +4,10 @@ Means skip non-finite values: a metric that is NaN in a case (an empty mask, see
 is left out of that class's mean and counted in ``n_undefined``. ``foreground_mean`` is the mean over
 classes of the class means (the paper's DSC and mIoU), skipping a class whose mean is itself undefined;
 nnU-Net's plain mean would turn NaN there instead.
+
+Lesion detection (lesions.py) is pooled rather than averaged: lesion recall is the lesions found over all
+cases divided by the reference lesions over all cases, so a case with one lesion weighs less than a case with
+ten, and a case without reference lesions adds none; false positives are reported per case.
 """
 
 from __future__ import annotations
@@ -46,6 +50,43 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
+class LesionTotals:
+    """Lesion detection of one class, summed over the scored cases.
+
+    Attributes:
+        found: reference lesions found.
+        reference: reference lesions.
+        false_positives: predicted components that overlap no reference lesion.
+        n_cases: cases summed.
+    """
+
+    found: int
+    reference: int
+    false_positives: int
+    n_cases: int
+
+    @property
+    def recall(self) -> float:
+        """Pooled lesion recall, found / reference; NaN when no case has a reference lesion."""
+        return self.found / self.reference if self.reference else math.nan
+
+    @property
+    def false_positives_per_case(self) -> float:
+        return self.false_positives / self.n_cases if self.n_cases else math.nan
+
+    def to_json(self) -> dict[str, float | None]:
+        return json_numbers(
+            {
+                "found": self.found,
+                "reference": self.reference,
+                "recall": self.recall,
+                "false_positives": self.false_positives,
+                "false_positives_per_case": self.false_positives_per_case,
+            }
+        )
+
+
+@dataclass(frozen=True)
 class ClassSummary:
     """One class over all scored cases.
 
@@ -56,6 +97,7 @@ class ClassSummary:
         n_both_empty: cases whose reference and prediction are both empty for this class.
         n_missed: cases where the reference has the class and the prediction has none of it.
         n_spurious: cases where the prediction has the class and the reference has none of it.
+        lesions: lesions found and false positives summed over the cases; ``mean`` holds per-case means.
     """
 
     spec: ClassSpec
@@ -63,8 +105,9 @@ class ClassSummary:
     n_cases: int
     n_undefined: dict[str, int]
     n_both_empty: int
-    n_missed: int = 0
-    n_spurious: int = 0
+    n_missed: int
+    n_spurious: int
+    lesions: LesionTotals
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +117,7 @@ class ClassSummary:
             "n_both_empty": self.n_both_empty,
             "n_missed": self.n_missed,
             "n_spurious": self.n_spurious,
+            "lesions": self.lesions.to_json(),
             "n_undefined": self.n_undefined,
         }
 
@@ -142,7 +186,7 @@ class EvaluationSummary:
 
 
 def summarize_class(spec: ClassSpec, cases: list[CaseResult]) -> ClassSummary:
-    """Means over cases of every metric of ``spec``, finite values only, with the counts left out."""
+    """Means over cases of every metric of ``spec``, finite values only, with the counts left out; lesion totals."""
     records = [case.metrics[spec.name] for case in cases]
     mean, n_undefined = {}, {}
     for metric in METRIC_NAMES:
@@ -153,7 +197,13 @@ def summarize_class(spec: ClassSpec, cases: list[CaseResult]) -> ClassSummary:
     both_empty = sum(1 for record in records if record["n_pred"] == 0 and record["n_ref"] == 0)
     missed = sum(1 for record in records if record["n_pred"] == 0 and record["n_ref"] > 0)
     spurious = sum(1 for record in records if record["n_pred"] > 0 and record["n_ref"] == 0)
-    return ClassSummary(spec, mean, len(records), n_undefined, both_empty, missed, spurious)
+    lesions = LesionTotals(
+        found=sum(record["lesions_found"] for record in records),
+        reference=sum(record["lesions_ref"] for record in records),
+        false_positives=sum(record["lesions_fp"] for record in records),
+        n_cases=len(records),
+    )
+    return ClassSummary(spec, mean, len(records), n_undefined, both_empty, missed, spurious, lesions)
 
 
 def mean_over_classes(per_class: list[ClassSummary]) -> dict[str, float]:

@@ -67,11 +67,23 @@ def test_table_shows_each_class_and_the_mean_row():
     assert "0.6667" in row_mean
 
 
-def test_the_caption_names_missed_and_spurious_structures_and_the_hd95_rule() -> None:
+def test_the_caption_names_missed_and_spurious_structures_lesions_found_and_the_hd95_rule() -> None:
     # class 3 is in the reference only (missed), class 4 in the prediction only (spurious)
     summary = _summary(pred=[[[1, 1, 0, 0, 4, 0]]], ref=[[[1, 1, 3, 0, 0, 0]]], labels=(1, 3, 4))
     assert summary_table(summary).caption == (
         "3: 1 missed, 0 spurious; 4: 0 missed, 1 spurious. "
+        "Lesions found (FP per case): 1: 1/1 (0.00); 3: 0/1 (0.00); 4: 0/0 (1.00). "
         "HD95: a structure in only one of the two maps scores the image diagonal in mm"
     )
     assert summary_table(_summary()).caption.startswith("No structure missed or spurious. ")
+
+
+def test_at_80_columns_every_number_stays_on_one_line():
+    summary = _summary(pred=[[[1, 1, 0, 0, 4, 0]]], ref=[[[1, 1, 3, 0, 0, 0]]], labels=(1, 3, 4))
+    console = Console(width=80, record=True)
+    console.print(summary_table(summary))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row_3 = next(line for line in lines if line.startswith("│ 3 "))
+    assert "0.0000" in row_3 and "6.16" in row_3 and "1/1" in row_3
+    assert "3: 0/1 (0.00)" in " ".join(lines)

@@ -15,9 +15,17 @@ CLASSES = [ClassSpec("liver", (1,)), ClassSpec("tumour", (2,))]
 
 
 def _record(dsc: float, n_pred: int, n_ref: int) -> dict[str, float]:
-    """A record whose every ratio is ``dsc`` (enough to test the averaging) and whose counts are given."""
+    """A record whose every ratio is ``dsc`` (enough to test the averaging) and whose counts are given.
+
+    A nonempty mask holds one lesion, found when both masks are nonempty.
+    """
     record = {metric: dsc for metric in METRIC_NAMES}
     record.update(TP=0, FP=n_pred, FN=n_ref, n_pred=n_pred, n_ref=n_ref)
+    lesions_ref, lesions_pred = int(n_ref > 0), int(n_pred > 0)
+    found = min(lesions_ref, lesions_pred)
+    record.update(
+        lesions_ref=lesions_ref, lesions_found=found, lesions_pred=lesions_pred, lesions_fp=lesions_pred - found
+    )
     return record
 
 
