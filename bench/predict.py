@@ -110,7 +110,8 @@ def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]
 
 def run_accumulate_variant(variant: str, quick: bool, device: str) -> dict[str, Any]:
     """Accumulators alone: 14 classes on a large grid with a pointwise network."""
-    from clinix.infer.predictor import add_probabilities, default_batch_tiles, resolve_device
+    from clinix.device import resolve_device
+    from clinix.infer.predictor import add_probabilities, default_batch_tiles
     from clinix.infer.sliding_window import sliding_window_logits
 
     target = resolve_device(device)

@@ -31,6 +31,12 @@ def predict(
         False, "--save-probabilities", help="Also write CASE.npz (float16 class probabilities) and CASE.json."
     ),
     device: str = typer.Option("auto", "--device", help="auto (cuda, else mps, else cpu), cpu, cuda or mps."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="Network arithmetic: auto (float16 on CUDA; bf16 on a CPU with AVX-512 BF16 or AMX where it is faster; "
+        "else fp32), fp32 or bf16.",
+    ),
     overwrite: bool = options.OVERWRITE,
     batch_tiles: int = typer.Option(
         None,
@@ -56,16 +62,17 @@ def predict(
         device=device,
         overwrite=overwrite,
         batch_tiles=batch_tiles,
+        precision=precision,
     )
     for failure in summary.failed:
         typer.echo(f"error: {failure}", err=True)
     table = Table(title=f"clinix predict -> {summary.out_dir}")
-    for column in ("written", "skipped", "failed", "seconds per case", "folds", "device"):
+    for column in ("written", "skipped", "failed", "seconds per case", "folds", "device", "precision"):
         table.add_column(column)
     per_case = f"{sum(summary.seconds) / len(summary.seconds):.2f}" if summary.seconds else "-"
     folds_used = ",".join(str(fold) for fold in summary.folds)
     counts = (len(summary.written), len(summary.skipped), len(summary.failed))
-    table.add_row(*(str(n) for n in counts), per_case, folds_used, summary.device)
+    table.add_row(*(str(n) for n in counts), per_case, folds_used, summary.device, summary.precision)
     Console().print(table)
     if summary.failed:
         raise typer.Exit(EXIT_BAD_INPUT)

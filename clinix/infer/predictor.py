@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from clinix.device import precision_name, resolve_device, resolve_precision
 from clinix.errors import ClinixError
 from clinix.infer.models import ModelEntry, ModelSource, NetworkSlot, model_source
 from clinix.infer.sliding_window import TileForward, sliding_window_logits
@@ -24,20 +25,7 @@ from clinix.io.image import Geometry
 from clinix.plan.model import Plan
 from clinix.preprocess import CaseProperties, preprocess_case, restore_label_map
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SOFTMAX_SLAB_VALUES = 1 << 22  # softmax runs on z-slabs of about this many values (16 MiB in float32)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = cuda if available, else mps if available, else cpu; a named device must be available."""
-    if name not in DEVICES:
-        raise ClinixError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ClinixError(f"--device {name} was asked for but this machine has no {name.upper()} device")
-    return torch.device(name)
 
 
 def default_batch_tiles(device: torch.device) -> int:
@@ -56,6 +44,8 @@ class Predictor:
         tta: mirror test-time augmentation over each model's ``mirror_axes``.
         step: tile step as a fraction of the patch (0.5: tiles overlap by half).
         batch_tiles: tiles per forward pass (default 4 on CUDA, 2 elsewhere).
+        precision: ``auto``, ``fp32`` or ``bf16`` (``clinix.device.resolve_precision``): the autocast
+            dtype of the network's forward; accumulation, softmax and resampling stay float32.
     """
 
     def __init__(
@@ -66,6 +56,7 @@ class Predictor:
         tta: bool = True,
         step: float = 0.5,
         batch_tiles: int | None = None,
+        precision: str = "auto",
     ) -> None:
         if not checkpoints:
             raise ClinixError("no model given to predict with")
@@ -78,6 +69,8 @@ class Predictor:
         self.tta = tta
         self.step = step
         self.batch_tiles = batch_tiles or default_batch_tiles(self.device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.precision = precision_name(self.autocast_dtype)
         self.models = [model_source(entry, plan, index) for index, entry in enumerate(checkpoints)]
         for source in self.models:
             if source.num_classes not in (None, plan.num_classes):
@@ -121,7 +114,7 @@ class Predictor:
         """Gaussian- and mirror-averaged logits ``(K, z, y, x)`` of one model."""
         with self._slot.network(source) as network:
             mirror_axes = source.mirror_axes if self.tta else None
-            forward = mirrored_forward(_autocast_forward(network, self.device), mirror_axes)
+            forward = mirrored_forward(_autocast_forward(network, self.device, self.autocast_dtype), mirror_axes)
             window = (forward, image, self.plan.patch_size, self.plan.num_classes, self.step, self.batch_tiles)
             try:
                 return sliding_window_logits(*window)
@@ -133,13 +126,13 @@ class Predictor:
                 return sliding_window_logits(*window, accumulator_device="cpu")
 
 
-def _autocast_forward(network: torch.nn.Module, device: torch.device) -> TileForward:
-    """The network, under float16 autocast on CUDA (nnU-Net reference §6.3.6); as is elsewhere."""
-    if device.type != "cuda":
+def _autocast_forward(network: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> TileForward:
+    """The network under ``dtype`` autocast on ``device`` (as is for None); logits come back as they are."""
+    if dtype is None:
         return network
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.float16):
+        with torch.autocast(device.type, dtype=dtype):
             return network(batch)
 
     return forward

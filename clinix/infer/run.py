@@ -40,6 +40,7 @@ class PredictionSummary:
     out_dir: Path
     folds: list[FoldName] = field(default_factory=list)
     device: str = ""
+    precision: str = ""
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[CaseFailure] = field(default_factory=list)
@@ -54,6 +55,7 @@ def load_predictor(
     tta: bool = True,
     step: float = 0.5,
     batch_tiles: int | None = None,
+    precision: str = "auto",
 ) -> Predictor:
     """A ``Predictor`` over the trained folds of ``workdir`` (``folds`` as ``select_fold_checkpoints``).
 
@@ -72,7 +74,7 @@ def load_predictor(
                 "'clinix train --fold F --overwrite', or choose folds with --folds"
             )
     _warn_if_plan_changed_since(Path(workdir), plan)
-    return Predictor(plan, [path for _, path in selected], device, tta, step, batch_tiles)
+    return Predictor(plan, [path for _, path in selected], device, tta, step, batch_tiles, precision)
 
 
 def _warn_if_plan_changed_since(workdir: Path, trained: Plan) -> None:
@@ -101,6 +103,7 @@ def predict_folder(
     device: str = "auto",
     overwrite: bool = False,
     batch_tiles: int | None = None,
+    precision: str = "auto",
 ) -> PredictionSummary:
     """Predict every case of ``in_dir`` (a folder or one image) into ``out_dir`` (module docstring)."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -108,7 +111,8 @@ def predict_folder(
     cases = discover_inputs(in_dir)
     if in_dir.is_dir() and out_dir.resolve() == in_dir.resolve():
         raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
-    predictor = load_predictor(workdir, [fold for fold, _ in selected], checkpoint, device, tta, step, batch_tiles)
+    chosen = [fold for fold, _ in selected]
+    predictor = load_predictor(workdir, chosen, checkpoint, device, tta, step, batch_tiles, precision)
     summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite)
     summary.folds = [fold for fold, _ in selected]
     return summary
@@ -122,7 +126,7 @@ def predict_cases(
     overwrite: bool = False,
 ) -> PredictionSummary:
     """Predict ``cases`` with ``predictor`` into ``out_dir``; one case's ClinixError fails that case alone."""
-    summary = PredictionSummary(Path(out_dir), device=str(predictor.device))
+    summary = PredictionSummary(Path(out_dir), device=str(predictor.device), precision=predictor.precision)
     with progress_bar() as progress:
         task = progress.add_task("predict", total=len(cases))
         for case in cases:

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from clinix.device import resolve_device
 from clinix.errors import ClinixError
-from clinix.infer.predictor import resolve_device
 
 DDP_MIN_WEIGHT = 1e-6  # the weight given to a zero-weight output under DDP (reference §5.5)
 
