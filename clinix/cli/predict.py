@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.table import Table
 from clinix.cli import options
 from clinix.cli.app import EXIT_BAD_INPUT, app
 from clinix.workdir import resolve_workdir
+
+if TYPE_CHECKING:
+    from clinix.infer import PredictionSummary
 
 FOLDS_HELP = (
     "Folds to ensemble: comma-separated numbers (0,1,2,3,4), 'all' (the fold_all model) or 'best' (the one fold "
@@ -38,6 +42,9 @@ def predict(
         "else fp32), fp32 or bf16.",
     ),
     overwrite: bool = options.OVERWRITE,
+    profile: bool = typer.Option(
+        False, "--profile", help="Also print where the time went: read, preprocess, network, restore, write."
+    ),
     batch_tiles: int = typer.Option(
         None,
         "--batch-tiles",
@@ -74,5 +81,19 @@ def predict(
     counts = (len(summary.written), len(summary.skipped), len(summary.failed))
     table.add_row(*(str(n) for n in counts), per_case, folds_used, summary.device, summary.precision)
     Console().print(table)
+    if profile:
+        Console().print(profile_table(summary))
     if summary.failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def profile_table(summary: PredictionSummary) -> Table:
+    """Seconds per stage, summed over the predicted cases, and each stage's share of their total."""
+    seconds = summary.stages.seconds
+    total = sum(seconds.values()) or 1.0
+    table = Table(title="where the time went")
+    for column in ("stage", "seconds", "share"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for stage, value in seconds.items():
+        table.add_row(stage, f"{value:.2f}", f"{100 * value / total:.0f} %")
+    return table

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinix.errors import ClinixError, ClinixWarning
+from clinix.errors import ClinixError, ClinixWarning, DatasetError
 from clinix.infer.export import output_files, write_label_map, write_probabilities
 from clinix.infer.folds import FoldName, select_fold_checkpoints
 from clinix.infer.inputs import InputCase, discover_inputs, read_input_case
+from clinix.infer.memory import memory_problem
 from clinix.infer.predictor import Predictor
+from clinix.io.image import read_geometry
 from clinix.parallel import progress_bar
 from clinix.plan.model import PLANS_FILE, Plan, load_plan
-from clinix.preprocess import plan_digest, restore_label_map, restore_probabilities
+from clinix.preprocess import plan_digest, preprocess_case, restore_label_map, restore_probabilities
 from clinix.train.checkpoint import load_checkpoint
 
 
@@ -33,9 +36,29 @@ class CaseFailure:
         return f"{self.case_id}: {self.message}"
 
 
+STAGES = ("read", "preprocess", "network", "restore", "write")
+
+
+class StageTimes:
+    """Seconds spent per stage of a prediction, summed over cases: ``with times("read"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
 @dataclass
 class PredictionSummary:
-    """What a folder prediction did; ``seconds`` holds the time of each written case."""
+    """What a folder prediction did; ``seconds`` holds the time of each written case, ``stages`` where the
+    time of the written and failed cases went (read, preprocess, network, restore to the input grid, write).
+    """
 
     out_dir: Path
     folds: list[FoldName] = field(default_factory=list)
@@ -45,6 +68,7 @@ class PredictionSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[CaseFailure] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 def load_predictor(
@@ -136,7 +160,7 @@ def predict_cases(
             else:
                 start = time.perf_counter()
                 try:
-                    predict_case(predictor, case, out_dir, save_probabilities)
+                    predict_case(predictor, case, out_dir, save_probabilities, summary.stages)
                 except ClinixError as error:
                     summary.failed.append(CaseFailure(case.case_id, str(error)))
                 else:
@@ -146,22 +170,41 @@ def predict_cases(
     return summary
 
 
-def predict_case(predictor: Predictor, case: InputCase, out_dir: Path, save_probabilities: bool = False) -> Path:
-    """Read, predict and write one case; returns the label map's path."""
-    plan = predictor.plan
-    image, geometry = read_input_case(case, channel_names(plan))
-    probabilities, properties = predictor.predict_probabilities(image, geometry, case.case_id)
+def check_memory(case: InputCase, plan: Plan, save_probabilities: bool = False) -> None:
+    """A DatasetError naming the case's first file when predicting it would not fit in memory (header only)."""
+    if case.problem is not None:
+        return  # read_input_case reports it
+    shape, channels, geometry = read_geometry(case.files[0])
+    problem = memory_problem(shape, geometry.spacing, channels * len(case.files), plan, save_probabilities)
+    if problem is not None:
+        raise DatasetError(case.files[0], problem)
+
+
+def predict_case(
+    predictor: Predictor,
+    case: InputCase,
+    out_dir: Path,
+    save_probabilities: bool = False,
+    times: StageTimes | None = None,
+) -> Path:
+    """Read, predict and write one case; returns the label map's path. ``times`` gains each stage's seconds."""
+    plan, times = predictor.plan, times or StageTimes()
+    with times("read"):
+        check_memory(case, plan, save_probabilities)
+        image, geometry = read_input_case(case, plan.channel_names)
+    with times("preprocess"):
+        data, _, properties = preprocess_case(image, None, geometry, plan, case.case_id)
+        del image
+    with times("network"):
+        probabilities = predictor.predict_preprocessed(data)
+        del data
     if save_probabilities:
-        restored = restore_probabilities(probabilities, properties, plan)
-        write_probabilities(out_dir, case.case_id, restored, plan.labels.output_names)
+        with times("restore"):
+            restored = restore_probabilities(probabilities, properties, plan)
+        with times("write"):
+            write_probabilities(out_dir, case.case_id, restored, plan.labels.output_names)
         del restored
-    labels = restore_label_map(probabilities, properties, plan)
-    return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)
-
-
-def channel_names(plan: Plan) -> list[str]:
-    """The plan's input channels in order (``channel_names`` is a list, or a dict keyed "0", "1", ...)."""
-    names = plan.dataset["channel_names"]
-    if isinstance(names, dict):
-        return [str(names[key]) for key in sorted(names, key=int)]
-    return [str(name) for name in names]
+    with times("restore"):
+        labels = restore_label_map(probabilities, properties, plan)
+    with times("write"):
+        return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)
