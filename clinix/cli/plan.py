@@ -42,6 +42,18 @@ def plan(
         show_default=False,
     ),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure this CPU's training speed again."),
+    crop: str = typer.Option(
+        "auto",
+        "--crop",
+        help="What preprocessing keeps: nonzero (as nnU-Net), body (CT: the patient's box; air, table and "
+        "padding cut) or auto (body for a CT dataset planned for the CPU).",
+    ),
+    train_minutes: float = typer.Option(
+        None,
+        "--train-minutes",
+        help="CPU plans: train for about this many minutes on this machine (sets the epochs).",
+        show_default=False,
+    ),
     workers: int = options.WORKERS,
 ) -> None:
     """Choose spacing, normalization, patch, batch and network for a dataset (3d_fullres)."""
@@ -58,6 +70,8 @@ def plan(
         workers=workers,
         seconds_per_iteration=seconds_per_iteration,
         recalibrate=recalibrate,
+        crop=crop,
+        train_minutes=train_minutes,
     )
     console = Console()
     console.print(plan_table(result))
@@ -81,7 +95,7 @@ def plan_table(plan: Plan) -> Table:
         str(len(blocks)), "[" + ", ".join(blocks) + "]", _tuple(plan.patch_size), str(plan.batch_size), _tuple(pools)
     )
     table.caption = (
-        f"spacing {_tuple(plan.target_spacing, '.3g')} mm · arch {plan.arch} · loss {plan.loss} · "
+        f"spacing {_tuple(plan.target_spacing, '.3g')} mm · crop {plan.crop} · arch {plan.arch} · loss {plan.loss} · "
         f"features {network['features']} · {_outputs(plan)} · {_costs(plan)}"
     )
     return table

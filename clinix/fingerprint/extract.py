@@ -9,6 +9,7 @@ same read of each case, so a broken dataset is reported in full before anything 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from clinix.parallel import default_workers, map_cases
 FINGERPRINT_FILE = "fingerprint.json"
 SAMPLED_VOXELS_TOTAL = 10_000_000  # foreground intensities kept over the whole dataset, split across cases
 SAMPLING_SEED = 1234
+BODY_HU = -500.0  # CT: the body is the largest connected region denser than this (air −1000, lung −850)
+BODY_MARGIN_MM = 10.0  # kept around the body's box on each side, within the image
 
 
 @dataclass
@@ -44,6 +47,11 @@ class CaseFingerprint:
     relative_size_after_crop: float
     label_voxels: dict[str, int]
     label_fraction: dict[str, float]
+    body_box: list[list[int]] | None = None  # CT datasets: ``body_crop_box`` with the label's box added
+
+    def box(self, crop: str) -> list[list[int]]:
+        """The crop box of a plan's ``crop`` mode: ``nonzero`` or ``body`` (the nonzero box if none)."""
+        return self.body_box if crop == "body" and self.body_box is not None else self.crop_box
 
 
 @dataclass
@@ -66,6 +74,15 @@ class Fingerprint:
     def shapes_after_crop(self) -> np.ndarray:
         """``(n_cases, 3)`` voxel counts after crop-to-nonzero."""
         return np.array([c.shape_after_crop for c in self.cases], dtype=float)
+
+    def shapes_after(self, crop: str) -> np.ndarray:
+        """``(n_cases, 3)`` voxel counts after the plan's ``crop`` (``nonzero`` or ``body``)."""
+        return np.array([[hi - lo for lo, hi in c.box(crop)] for c in self.cases], dtype=float)
+
+    @property
+    def has_body_boxes(self) -> bool:
+        """True when every case has a body box (a dataset with a CT channel)."""
+        return bool(self.cases) and all(c.body_box is not None for c in self.cases)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +130,43 @@ def nonzero_crop_box(image: np.ndarray) -> list[list[int]]:
     return box
 
 
+def ct_channels(channel_names: list[str]) -> list[int]:
+    """Indices of the channels named CT (any case), whose values are Hounsfield units."""
+    return [index for index, name in enumerate(channel_names) if name.casefold() == "ct"]
+
+
+def body_crop_box(
+    image: np.ndarray, ct: list[int], spacing: tuple[float, ...] | list[float], label: np.ndarray | None = None
+) -> list[list[int]]:
+    """Half-open box of the body in a CT: air around the patient, the table and the padding are cut.
+
+    The body is the largest 26-connected region above ``BODY_HU`` in any CT channel, found on a grid
+    halved in-plane (the box is then rounded outwards); its box grows by ``BODY_MARGIN_MM`` per side and,
+    for a training case, by the box of every labelled voxel, so no label is ever cut. Everything inside
+    the box is kept, the lungs' air included. The whole image when nothing is dense enough.
+
+    Args:
+        image: ``(C, Z, Y, X)`` in HU for the ``ct`` channels.
+        spacing: ``(z, y, x)`` in mm.
+        label: ``(Z, Y, X)`` or None (inference).
+    """
+    shape = image.shape[1:]
+    dense = np.any(image[ct, :, ::2, ::2] > BODY_HU, axis=0)
+    components, count = ndimage.label(dense, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return [[0, s] for s in shape]
+    largest = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+    found = ndimage.find_objects(components)[largest - 1]
+    box = [[found[0].start, found[0].stop]] + [[2 * part.start, 2 * part.stop] for part in found[1:]]
+    for axis in range(3):
+        margin = math.ceil(BODY_MARGIN_MM / spacing[axis])
+        box[axis] = [max(0, box[axis][0] - margin), min(shape[axis], box[axis][1] + margin)]
+    if label is not None and np.any(label != 0):
+        labelled = ndimage.find_objects((label != 0).astype(np.int8))[0]
+        box = [[min(lo, part.start), max(hi, part.stop)] for (lo, hi), part in zip(box, labelled, strict=True)]
+    return box
+
+
 def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tuple[list[Problem], Any]:
     """Validate and measure one case. Returns ``(problems, (CaseFingerprint, samples per channel) | None)``."""
     check = check_case(dataset, case, keep_arrays=True)
@@ -137,6 +191,7 @@ def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tup
     voxels = {name: int(sum(counts[v] for v in values)) for name, values in labels.entries}  # a region: its union
     total = int(label.size)
     shape_after_crop = [hi - lo for lo, hi in box]
+    ct = ct_channels(dataset.channel_names)
     result = CaseFingerprint(
         case_id=case.case_id,
         shape=list(label.shape),
@@ -148,6 +203,7 @@ def fingerprint_case(dataset: Dataset, case: Case, samples_per_case: int) -> tup
         relative_size_after_crop=float(np.prod(shape_after_crop) / total),
         label_voxels=voxels,
         label_fraction={name: count / total for name, count in voxels.items()},
+        body_box=body_crop_box(image, ct, geometry.spacing, label) if ct else None,
     )
     return check.problems, (result, samples)
 
@@ -187,7 +243,8 @@ def extract_fingerprint(
     source_digest = dataset.digest()
     if out.is_file() and not overwrite:
         existing = load_fingerprint(workdir)
-        if existing.dataset.get("root") == str(dataset.root) and existing.source_digest == source_digest:
+        current = existing.dataset.get("root") == str(dataset.root) and existing.source_digest == source_digest
+        if current and (existing.has_body_boxes or not ct_channels(dataset.channel_names)):
             return existing, out
     if not dataset.cases:
         raise DatasetError(dataset.root, "no training cases found")

@@ -63,6 +63,9 @@ class OptimizerSettings:
     grad_clip: float = 12.0
 
 
+FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net's share of patches centred on a foreground voxel
+
+
 @dataclass
 class Plan:
     """The experiment plan of one dataset, configuration ``3d_fullres``."""
@@ -83,7 +86,8 @@ class Plan:
     epochs: int = 1000
     iterations_per_epoch: int = 250
     val_iterations: int = 50
-    foreground_oversampling: float = 0.33
+    foreground_oversampling: float = FOREGROUND_OVERSAMPLING
+    crop: str = "nonzero"  # the box preprocessing keeps: "nonzero" (nnU-Net) or "body" (CT: the patient's box)
     device: str = "cuda"
     memory_gb: float = 8.0
     memory_estimate_gb: float | None = None
@@ -107,6 +111,14 @@ class Plan:
     @property
     def num_channels(self) -> int:
         return len(self.dataset["channel_names"])
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The input channels in order (``channel_names`` is a list, or a dict keyed "0", "1", ...)."""
+        names = self.dataset["channel_names"]
+        if isinstance(names, dict):
+            return [str(names[key]) for key in sorted(names, key=int)]
+        return [str(name) for name in names]
 
     @property
     def ignore_label(self) -> int | None:

@@ -67,25 +67,45 @@ def _read(path: Path) -> dict:
 def _measure(arch: str) -> tuple[float, float]:
     """``(FLOP/s, median step seconds)`` of the reference network of ``arch`` (module docstring)."""
     from clinix.plan.cost import measure_cost
-    from clinix.train.losses import build_loss, deep_supervision_weights  # train/ imports plan/
 
     topology = pool_and_kernel_topology([1.0, 1.0, 1.0], list(REFERENCE_PATCH), max_stages=len(REFERENCE_FEATURES))
     features = list(REFERENCE_FEATURES[: topology.n_stages])
     config = config_for_arch(arch, 1, 3, features, topology.kernel_sizes, topology.strides)
     forward_flops = measure_cost(arch, config).forward_flops_per_voxel * math.prod(topology.patch_size)
-    torch.manual_seed(0)
-    network = build_network(arch, NetworkConfig.from_dict({**config.to_dict(), "deep_supervision": True})).train()
-    weights = deep_supervision_weights(len(features) - 1)
-    loss_fn = build_loss("ce-dice", batch_dice=False, deep_supervision_weights=weights)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
-    data = torch.randn(REFERENCE_BATCH, 1, *topology.patch_size)
-    target = torch.randint(0, 3, (REFERENCE_BATCH, 1, *topology.patch_size), dtype=torch.int16)
-    seconds: list[float] = []
-    while len(seconds) < MIN_TIMED_STEPS + 1:
-        began = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(network(data), target).backward()
-        optimizer.step()
-        seconds.append(time.perf_counter() - began)
+    seconds = time_training_steps(arch, config.to_dict(), topology.patch_size, REFERENCE_BATCH, "ce-dice", 1, 3)
     step = min(seconds[1:])  # the first step warms up; the fastest of the others is the least disturbed
     return TRAINING_FLOPS_FACTOR * forward_flops * REFERENCE_BATCH / step, step
+
+
+def time_training_steps(
+    arch: str,
+    network: dict,
+    patch: tuple[int, ...] | list[int],
+    batch: int,
+    loss: str,
+    channels: int,
+    classes: int,
+    steps: int = MIN_TIMED_STEPS + 1,
+    regions: list | None = None,
+) -> list[float]:
+    """Seconds of ``steps`` training steps (forward with deep supervision, ``loss``, backward, Adam) of the
+    network ``network`` (a ``NetworkConfig`` dict) on random ``(batch, channels, *patch)`` data whose
+    labels are drawn from ``0..classes-1`` (``regions``: a region dataset's label values per region).
+    """
+    from clinix.train.losses import build_loss, deep_supervision_weights  # train/ imports plan/
+
+    torch.manual_seed(0)
+    model = build_network(arch, NetworkConfig.from_dict({**network, "deep_supervision": True})).train()
+    weights = deep_supervision_weights(len(network["features"]) - 1)
+    loss_fn = build_loss(loss, batch_dice=False, deep_supervision_weights=weights, regions=regions)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data = torch.randn(batch, channels, *patch)
+    target = torch.randint(0, classes, (batch, 1, *patch), dtype=torch.int16)
+    seconds: list[float] = []
+    while len(seconds) < steps:
+        began = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(data), target).backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - began)
+    return seconds

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from clinix.errors import ClinixError
+from clinix.fingerprint import ct_channels
 from clinix.io.image import Geometry
 from clinix.plan.model import Plan
-from clinix.preprocess.crop import crop_to_nonzero
+from clinix.preprocess.crop import crop_box, crop_to_nonzero
 from clinix.preprocess.normalize import normalize_image
 from clinix.preprocess.resample import compute_new_shape, resample_image, resample_labels
 
@@ -69,7 +70,7 @@ class CaseProperties:
 def preprocess_case(
     image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan, case_id: str = ""
 ) -> tuple[np.ndarray, np.ndarray | None, CaseProperties]:
-    """Crop to nonzero, normalise per channel, resample to the plan's spacing.
+    """Crop (to nonzero, or to the body for ``plan.crop == "body"``), normalise per channel, resample.
 
     Args:
         image: ``(C, Z, Y, X)``.
@@ -82,7 +83,8 @@ def preprocess_case(
     """
     if label is not None and label.shape != image.shape[1:]:
         raise ClinixError(f"{case_id}: label shape {label.shape} differs from image shape {image.shape[1:]}")
-    cropped, body, seg, box = crop_to_nonzero(image, label)
+    box = crop_box(image, label, plan.crop, ct_channels(plan.channel_names), geometry.spacing)
+    cropped, body, seg, box = crop_to_nonzero(image, label, box)
     # Normalise before resampling so the body mask still matches the voxels (reference §4.1).
     normalized = normalize_image(cropped, body, plan.normalization)
     source, target = geometry.spacing, plan.target_spacing
@@ -136,4 +138,6 @@ def plan_digest(plan: Plan) -> str:
         "normalization": [asdict(n) for n in plan.normalization],
         "resampling": asdict(plan.resampling),
     }
+    if plan.crop != "nonzero":  # so the digest of a plan from before the field stays what it was
+        settings["crop"] = plan.crop
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
