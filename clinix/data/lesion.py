@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from clinix.data.phantom import prepare_phantom_folder
+from clinix.data.phantom import prepare_phantom_folder, write_ct_cases
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
-from clinix.io.image import Geometry, write_image
+from clinix.io.image import Geometry
 
 LESION_NAME = "ClinixLesionPhantom"
 LABELS = {"background": 0, "lesion": 1}
@@ -129,14 +129,7 @@ def write_lesion_dataset(
     out = Path(out_dir)
     prepare_phantom_folder(out, overwrite)
     write_json(out / "dataset.json", _dataset_json(cases, seed, test_cases, size))
-    for index in range(cases + test_cases):
-        split = "Tr" if index < cases else "Ts"
-        case_id = f"lesion_{index:03d}"
-        image, label, geometry = make_lesion_case(index, seed, size)
-        write_image(out / f"images{split}" / f"{case_id}_0000{FILE_ENDING}", image.astype(np.int16), geometry)
-        write_image(out / f"labels{split}" / f"{case_id}{FILE_ENDING}", label, geometry, is_label=True)
-        if on_case is not None:
-            on_case(case_id)
+    write_ct_cases(out, "lesion", cases, test_cases, lambda index: make_lesion_case(index, seed, size), on_case)
     return out
 
 

@@ -102,15 +102,27 @@ def write_phantom_dataset(
     prepare_phantom_folder(out, overwrite)
     # dataset.json goes first: it marks the folder as a phantom, so a rerun after an interruption replaces it.
     write_json(out / "dataset.json", _dataset_json(cases, seed, test_cases, size))
+    write_ct_cases(out, "phantom", cases, test_cases, lambda index: make_phantom_case(index, seed, size), on_case)
+    return out
+
+
+def write_ct_cases(
+    out: Path,
+    prefix: str,
+    cases: int,
+    test_cases: int,
+    make_case: Callable[[int], tuple[np.ndarray, np.ndarray, Geometry]],
+    on_case: Callable[[str], None] | None = None,
+) -> None:
+    """Write ``make_case(i)`` as ``PREFIX_iii``: int16 CT in ``imagesTr``/``imagesTs``, labels beside it."""
     for index in range(cases + test_cases):
         split = "Tr" if index < cases else "Ts"
-        case_id = f"phantom_{index:03d}"
-        image, label, geometry = make_phantom_case(index, seed, size)
+        case_id = f"{prefix}_{index:03d}"
+        image, label, geometry = make_case(index)
         write_image(out / f"images{split}" / f"{case_id}_0000{FILE_ENDING}", image.astype(np.int16), geometry)
         write_image(out / f"labels{split}" / f"{case_id}{FILE_ENDING}", label, geometry, is_label=True)
         if on_case is not None:
             on_case(case_id)
-    return out
 
 
 def _check_size(size: str) -> None:
