@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= .ci/constraints.txt
 DEMO_DIR ?= demo_work
 
-.PHONY: install test demo demo-brats lint clean
+.PHONY: install test demo demo-brats demo-lesion lint clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,12 @@ demo: install
 demo-brats: install
 	bash scripts/demo.sh $(VENV)/bin/clinix $(DEMO_DIR)_brats brats
 
+demo-lesion: install
+	bash scripts/demo.sh $(VENV)/bin/clinix $(DEMO_DIR)_lesion lesion
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)_brats clinix_work .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)_brats $(DEMO_DIR)_lesion clinix_work .pytest_cache

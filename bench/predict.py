@@ -21,12 +21,22 @@ the resident set). Memory: the kernel's peak resident set ``VmHWM``, reset (``/p
 before the timed part; ``peak_above_start_mb`` is that peak minus the resident set at the reset (torch
 imported, network built, cases loaded). Seconds depend on the machine's load; the ratios are the point.
 
-    python bench/predict.py [--quick] [--device cpu|cuda|mps|auto] [--threads N]
+``--ct``: instead, the CT-sized lesion phantom (``clinix phantom --kind lesion``: 512 × 512 × 40–80 at
+0.6–0.8 × 5 mm, int16 HU), 4 training cases for the plan and 2 test cases predicted by ``predict_folder``
+with the CPU plan's randomly initialised network: ``ct_<precision>[_tta]`` for fp32 and bf16, without
+and with mirror TTA, with the seconds of every stage (read, preprocess, network, restore, write), the
+peak resident set and ``clinix.infer.memory``'s estimate of it. The baseline, in the same run:
+``ct_baseline``, the same network and patch on yesterday's preprocessing (crop to nonzero, nnU-Net's
+target spacing, no CPU coarsening) in fp32, without TTA (with TTA it takes about 15 minutes per case);
+its TTA time is estimated from the TTA/no-TTA ratio of fp32.
+
+    python bench/predict.py [--quick] [--ct] [--device cpu|cuda|mps|auto] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -41,6 +51,7 @@ import numpy as np
 import torch
 
 PHANTOM_VARIANTS = ("case", "window", "naive", "case_tta")
+CT_VARIANTS = ("ct_baseline", "ct_fp32", "ct_bf16", "ct_fp32_tta", "ct_bf16_tta")
 ACCUMULATE_VARIANTS = ("accumulate", "accumulate_naive")
 ACCUMULATE_CLASSES = 14
 ACCUMULATE_SHAPE = {False: (128, 256, 256), True: (64, 128, 128)}  # by --quick
@@ -106,6 +117,85 @@ def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]
         return timed(predictor.predict_preprocessed, cases)
     network, plan, target = fold_network(work, predictor.device), predictor.plan, predictor.device
     return timed(lambda data: naive_probabilities(network, data, plan.patch_size, plan.num_classes, target), cases)
+
+
+def setup_ct(root: Path) -> dict[str, Any]:
+    """The lesion phantom, its CPU plan (and the baseline's) and a random fold-0 checkpoint of each."""
+    from clinix.data.lesion import write_lesion_dataset
+    from clinix.plan import plan_experiment
+    from clinix.plan.topology import target_spacing
+
+    dataset = write_lesion_dataset(root / "dataset", cases=4, test_cases=2)
+    plan, _ = plan_experiment(dataset, root / "work", device="cpu", workers=1)
+    fingerprint = json.loads((root / "work" / "fingerprint.json").read_text())
+    spacings = np.array([case["spacing"] for case in fingerprint["cases"]])
+    shapes = np.array([case["shape_after_crop"] for case in fingerprint["cases"]])
+    baseline = dataclasses.replace(plan, crop="nonzero", target_spacing=target_spacing(spacings, shapes))
+    for work, variant_plan in ((root / "work", plan), (root / "baseline", baseline)):
+        save_random_checkpoint(work, variant_plan)
+    return {
+        "spacing": plan.target_spacing,
+        "baseline_spacing": baseline.target_spacing,
+        "crop": plan.crop,
+        "patch_size": plan.patch_size,
+        "features": plan.network["features"],
+    }
+
+
+def save_random_checkpoint(work: Path, plan: Any) -> None:
+    from clinix import __version__
+    from clinix.net.network import NetworkConfig
+    from clinix.net.registry import build_network
+
+    torch.manual_seed(0)
+    network = build_network(plan.arch, NetworkConfig.from_dict(plan.network))
+    checkpoint = work / "results" / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
+    checkpoint.parent.mkdir(parents=True)
+    state = {"model": network.state_dict(), "plan": plan.to_json(), "epoch": 0, "clinix_version": __version__}
+    torch.save({**state, "fold": 0, "mirror_axes": [0, 1, 2], "best_ema": None}, checkpoint)
+
+
+def run_ct_variant(root: Path, variant: str, device: str) -> dict[str, Any]:
+    """One ``CT_VARIANTS`` entry: ``predict_folder`` over the test cases, stage times and peak memory."""
+    from clinix.infer import load_predictor, predict_cases
+    from clinix.infer.inputs import discover_inputs
+    from clinix.infer.memory import prediction_peak_bytes
+    from clinix.io.image import read_geometry
+
+    baseline = variant == "ct_baseline"
+    precision = "fp32" if baseline or "fp32" in variant else "bf16"
+    work = root / ("baseline" if baseline else "work")
+    predictor = load_predictor(work, device=device, tta=variant.endswith("_tta"), precision=precision)
+    cases = discover_inputs(root / "dataset" / "imagesTs")
+    estimates = []
+    for case in cases:
+        shape, channels, geometry = read_geometry(case.files[0])
+        estimates.append(prediction_peak_bytes(shape, geometry.spacing, channels, predictor.plan) / 2**20)
+    memory = PeakMemory()
+    summary = predict_cases(predictor, cases, root / variant)
+    return {
+        "precision": summary.precision,
+        "seconds_per_case": [round(s, 2) for s in summary.seconds],
+        "stages_seconds": {stage: round(value, 2) for stage, value in summary.stages.seconds.items()},
+        "memory_estimate_mb": round(max(estimates), 1),
+        **memory.report(),
+    }
+
+
+def ct_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Speed-ups against the baseline and of bf16 over fp32; the baseline's TTA time is estimated."""
+    seconds = {name: mean(result["seconds_per_case"]) for name, result in results.items()}
+    tta_factor = seconds["ct_fp32_tta"] / seconds["ct_fp32"]
+    out = {
+        "fp32_tta_over_no_tta": tta_factor,
+        "bf16_speedup_no_tta": seconds["ct_fp32"] / seconds["ct_bf16"],
+        "bf16_speedup_tta": seconds["ct_fp32_tta"] / seconds["ct_bf16_tta"],
+        "baseline_over_fp32_no_tta": seconds["ct_baseline"] / seconds["ct_fp32"],
+        "baseline_over_bf16_no_tta": seconds["ct_baseline"] / seconds["ct_bf16"],
+        "baseline_tta_seconds_estimate": seconds["ct_baseline"] * tta_factor,
+        "bf16_tta_seconds_per_case": seconds["ct_bf16_tta"],
+    }
+    return {key: round(value, 3) for key, value in out.items()}
 
 
 def run_accumulate_variant(variant: str, quick: bool, device: str) -> dict[str, Any]:
@@ -208,12 +298,29 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return {key: round(value, 6) for key, value in out.items()}
 
 
+def ct_report(common: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        report: dict[str, Any] = {"device": common[1], "torch_threads": torch.get_num_threads(), **setup_ct(root)}
+        report["memory"] = "VmHWM (kernel peak RSS) reset before the timed part, one fresh process per variant"
+        results: dict[str, Any] = {}
+        for variant in CT_VARIANTS:
+            results[variant] = run_in_subprocess("--variant", variant, "--work", str(root), *common)
+            print(f"{variant}: {json.dumps(results[variant])}", file=sys.stderr, flush=True)
+        report["results"] = results
+        report["ratios"] = ct_ratios(results)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the tiny phantom and a smaller accumulation grid")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads in every variant (default: torch's)")
-    parser.add_argument("--variant", choices=PHANTOM_VARIANTS + ACCUMULATE_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--ct", action="store_true", help="the CT-sized lesion phantom, per stage, fp32 vs bf16")
+    parser.add_argument(
+        "--variant", choices=PHANTOM_VARIANTS + ACCUMULATE_VARIANTS + CT_VARIANTS, help=argparse.SUPPRESS
+    )
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -221,11 +328,17 @@ def main() -> None:
     if args.variant in ACCUMULATE_VARIANTS:
         print(json.dumps(run_accumulate_variant(args.variant, args.quick, args.device)))
         return
+    if args.variant in CT_VARIANTS:
+        print(json.dumps(run_ct_variant(args.work, args.variant, args.device)))
+        return
     if args.variant:
         print(json.dumps(run_phantom_variant(args.work, args.variant, args.device)))
         return
     common = ["--device", args.device, *(["--quick"] if args.quick else [])]
     common += ["--threads", str(args.threads)] if args.threads else []
+    if args.ct:
+        print(json.dumps(ct_report(common), indent=2))
+        return
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         report: dict[str, Any] = {"device": args.device, "torch_threads": torch.get_num_threads()}
