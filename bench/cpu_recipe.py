@@ -3,7 +3,8 @@
 For each loss (default: the plan's ``ce-dice-trs`` and plain ``ce-dice`` beside it), in its own working
 folder on one shared phantom (``clinix phantom --kind lesion``, CT-sized): ``plan --device cpu
 --train-minutes M``, preprocess, train fold ``all`` (every training case, no final validation), predict the
-test cases (mirror TTA, the default) and score them.
+test cases (mirror TTA, the default) and score them. The losses after the first train the first one's
+epochs (the same iterations, so the comparison does not depend on the machine's load at planning).
 
 Scores, computed here from the written label maps with NumPy and SciPy (not with ``clinix evaluate``):
 
@@ -11,14 +12,18 @@ Scores, computed here from the written label maps with NumPy and SciPy (not with
   when nothing is predicted and 0 otherwise (the recipe's bar: ≥ 0.6);
 - ``lesion_recall``: reference lesions (26-connected components) overlapped by the prediction, pooled over
   the cases (bar: ≥ 0.7), and ``false_positives_per_case``: predicted components touching no lesion;
-- ``train_minutes``: the wall time of ``train_fold`` (bar: ≤ 20), and the predict seconds per case.
+- ``train_minutes``: the wall time of ``train_fold`` (bar: ≤ 20), and the predict seconds per case;
+- ``bf16_vs_fp32``: where the predictions ran in bf16, the first test case predicted again in fp32: the
+  share of voxels whose label agrees, and the lesion DSC between the two label maps.
 
-    python bench/cpu_recipe.py [--minutes 20] [--cases 12] [--test-cases 6] [--losses ce-dice-trs,ce-dice]
+    python bench/cpu_recipe.py [--minutes 20 | --epochs N] [--cases 12] [--test-cases 6]
+                               [--losses ce-dice-trs,ce-dice] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -62,8 +67,11 @@ def score(pred_dir: Path, ref_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_recipe(data: Path, fingerprint: Path | None, work: Path, loss: str, minutes: float) -> dict[str, Any]:
+def run_recipe(
+    data: Path, fingerprint: Path | None, work: Path, loss: str, minutes: float, epochs: int | None
+) -> dict[str, Any]:
     from clinix.infer import predict_folder
+    from clinix.io.atomic import write_json
     from clinix.plan import plan_experiment
     from clinix.preprocess import preprocess_dataset
     from clinix.train import train_fold
@@ -71,13 +79,17 @@ def run_recipe(data: Path, fingerprint: Path | None, work: Path, loss: str, minu
     work.mkdir(parents=True)
     if fingerprint is not None:
         shutil.copy(fingerprint, work / "fingerprint.json")
-    plan, _ = plan_experiment(data, work, device="cpu", loss=loss, train_minutes=minutes)
+    plan, path = plan_experiment(data, work, device="cpu", loss=loss, train_minutes=None if epochs else minutes)
+    if epochs:
+        plan = dataclasses.replace(plan, epochs=epochs)
+        write_json(path, plan.to_json())
     preprocess_dataset(work)
     start = time.perf_counter()
     train_fold(work, "all", device="cpu", validation=False, echo=False)
     train_seconds = time.perf_counter() - start
     out = work / "predictions"
     summary = predict_folder(work, data / "imagesTs", out, folds="all", device="cpu")
+    agreement = compare_with_fp32(work, data, out) if summary.precision == "bf16" else None
     return {
         "loss": loss,
         "spacing": plan.target_spacing,
@@ -89,7 +101,26 @@ def run_recipe(data: Path, fingerprint: Path | None, work: Path, loss: str, minu
         "train_minutes": round(train_seconds / 60, 2),
         "predict_seconds_per_case": round(float(np.mean(summary.seconds)), 1),
         "precision": summary.precision,
+        "bf16_vs_fp32": agreement,
         **score(out, data / "labelsTs"),
+    }
+
+
+def compare_with_fp32(work: Path, data: Path, bf16_dir: Path) -> dict[str, float]:
+    """The first test case again in fp32: voxel agreement and lesion DSC against its bf16 prediction."""
+    from clinix.infer import predict_folder
+
+    first = sorted((data / "imagesTs").glob("*_0000.nii.gz"))[0]
+    fp32_dir = work / "predictions_fp32"
+    predict_folder(work, first, fp32_dir, folds="all", device="cpu", precision="fp32")
+    name = first.name.replace("_0000", "")
+    bf16, fp32 = read(bf16_dir / name), read(fp32_dir / name)
+    both = np.count_nonzero((bf16 == 1) & (fp32 == 1))
+    total = np.count_nonzero(bf16 == 1) + np.count_nonzero(fp32 == 1)
+    return {
+        "case": name.split(".")[0],
+        "voxel_agreement": round(float(np.mean(bf16 == fp32)), 6),
+        "lesion_dsc_between": round(2 * both / total, 4) if total else 1.0,
     }
 
 
@@ -99,6 +130,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--test-cases", type=int, default=6)
     parser.add_argument("--losses", default="ce-dice-trs,ce-dice")
+    parser.add_argument("--epochs", type=int, help="train this many epochs instead of --minutes' worth")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work here (kept) instead of a temporary folder")
     args = parser.parse_args()
@@ -108,7 +140,8 @@ def main() -> None:
     data = write_lesion_dataset(root / "data", args.cases, args.seed, args.test_cases)
     results, fingerprint = [], None
     for loss in args.losses.split(","):
-        result = run_recipe(data, fingerprint, root / loss, loss, args.minutes)
+        epochs = results[0]["epochs"] if results else args.epochs
+        result = run_recipe(data, fingerprint, root / loss, loss, args.minutes, epochs)
         fingerprint = root / loss / "fingerprint.json"
         results.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)

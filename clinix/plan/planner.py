@@ -277,13 +277,13 @@ def cpu_seconds_per_iteration(fingerprint: Fingerprint, profile: DeviceProfile) 
 
 def measured_step_seconds(plan: Plan) -> float:
     """Seconds of one training step of the plan's own network, loss, patch and batch on this machine: the
-    median of two steps after a warm-up. The planner's FLOP estimate leaves out the loss and the network's
+    median of five steps after a warm-up (the median of two varied by 30 % from run to run). The planner's FLOP estimate leaves out the loss and the network's
     memory-bound layers; this is what the epochs of ``--train-minutes`` are counted in.
     """
     labels = plan.labels
     classes = max(labels.label_values) + 1
     args = (plan.arch, plan.network, plan.patch_size, plan.batch_size, plan.loss, plan.num_channels, classes)
-    seconds = time_training_steps(*args, steps=3, regions=[list(r) for r in labels.regions] or None)
+    seconds = time_training_steps(*args, steps=6, regions=[list(r) for r in labels.regions] or None)
     return float(np.median(seconds[1:]))
 
 
