@@ -277,8 +277,9 @@ def cpu_seconds_per_iteration(fingerprint: Fingerprint, profile: DeviceProfile) 
 
 def measured_step_seconds(plan: Plan) -> float:
     """Seconds of one training step of the plan's own network, loss, patch and batch on this machine: the
-    median of five steps after a warm-up (the median of two varied by 30 % from run to run). The planner's FLOP estimate leaves out the loss and the network's
-    memory-bound layers; this is what the epochs of ``--train-minutes`` are counted in.
+    median of five steps after a warm-up (the median of two varied by 30 % from run to run). The planner's
+    FLOP estimate leaves out the loss and the network's memory-bound layers; this is what the epochs of
+    ``--train-minutes`` are counted in.
     """
     labels = plan.labels
     classes = max(labels.label_values) + 1

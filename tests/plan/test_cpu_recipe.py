@@ -164,6 +164,6 @@ def test_the_lesion_phantom_gets_the_whole_cpu_recipe(tmp_path: Path) -> None:
     plan, _ = plan_experiment(dataset, tmp_path / "work", device="cpu", workers=1)
     assert plan.crop == "body"
     assert plan.seconds_per_iteration_budget == SMALL_TARGET_SECONDS  # lesions are T/W 1e-5..1e-3
-    assert plan.foreground_oversampling > 0.7
+    assert plan.foreground_oversampling > 0.6  # T/W about 3e-4 in the tiny phantom
     assert plan.batch_dice  # per-sample Dice collapses to "no lesion" in short runs
     assert plan.network["drop_path_rate"] == 0.0
