@@ -80,10 +80,7 @@ class PeakMemory:
 
 def setup(root: Path, quick: bool) -> dict[str, Any]:
     """Phantom, plan, preprocessed cases and a random fold-0 checkpoint under ``root``."""
-    from clinix import __version__
     from clinix.data import write_phantom_dataset
-    from clinix.net.network import NetworkConfig
-    from clinix.net.registry import build_network
     from clinix.plan import plan_experiment
     from clinix.preprocess import preprocess_dataset
 
@@ -91,12 +88,7 @@ def setup(root: Path, quick: bool) -> dict[str, Any]:
     work = root / "work"
     plan, _ = plan_experiment(dataset, work, device="cpu", workers=1)
     preprocess_dataset(work, workers=1)
-    torch.manual_seed(0)
-    network = build_network(plan.arch, NetworkConfig.from_dict(plan.network))
-    checkpoint = work / "results" / "3d_fullres" / "fold_0" / "checkpoint_final.pt"
-    checkpoint.parent.mkdir(parents=True)
-    state = {"model": network.state_dict(), "plan": plan.to_json(), "epoch": 0, "clinix_version": __version__}
-    torch.save({**state, "fold": 0, "mirror_axes": [0, 1, 2], "best_ema": None}, checkpoint)
+    save_random_checkpoint(work, plan)
     return {"arch": plan.arch, "patch_size": plan.patch_size, "num_classes": plan.num_classes}
 
 
@@ -110,7 +102,7 @@ def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]
         images, out_dir = work.parent / "dataset" / "imagesTs", work.parent / variant
         summary = predict_folder(work, images, out_dir, tta=variant == "case_tta", device=device)
         return {"seconds_per_case": summary.seconds, **memory.report()}
-    predictor = load_predictor(work, device=device, tta=False)
+    predictor = load_predictor(work, device=device, tta=False, precision="fp32")  # the naive baseline is fp32
     case_ids = sorted(p.stem for p in (work / PREPROCESSED_DIR).glob("*.json"))
     cases = [np.array(load_case(work, case_id)[0]) for case_id in case_ids]
     if variant == "window":
@@ -143,6 +135,8 @@ def setup_ct(root: Path) -> dict[str, Any]:
 
 
 def save_random_checkpoint(work: Path, plan: Any) -> None:
+    """A randomly initialised network of ``plan`` as ``work``'s fold-0 final checkpoint (trained weights run at
+    the same speed)."""
     from clinix import __version__
     from clinix.net.network import NetworkConfig
     from clinix.net.registry import build_network
