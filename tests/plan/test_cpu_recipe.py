@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import clinix.plan.cpu_recipe
 import clinix.plan.planner
 from clinix.cli import app
 from clinix.errors import ClinixError, DatasetError
 from clinix.plan import PROFILES, make_plan, plan_experiment
-from clinix.plan.planner import (
+from clinix.plan.cpu_recipe import (
     CPU_MAX_MEDIAN_VOXELS,
     SMALL_TARGET_SECONDS,
     cpu_seconds_per_iteration,
@@ -105,12 +106,11 @@ def test_small_targets_get_a_smaller_cpu_patch_for_more_iterations() -> None:
         labels["tumour"]["fraction_mean"] = fraction
         return dataclasses.replace(print_, labels=labels)
 
-    profile = PROFILES["cpu"]
-    assert cpu_seconds_per_iteration(with_target(5e-3), profile) == profile.seconds_per_iteration
-    assert cpu_seconds_per_iteration(with_target(2e-4), profile) == SMALL_TARGET_SECONDS
+    seconds = PROFILES["cpu"].seconds_per_iteration
+    assert cpu_seconds_per_iteration(with_target(5e-3), seconds) == seconds
+    assert cpu_seconds_per_iteration(with_target(2e-4), seconds) == SMALL_TARGET_SECONDS
     # a user budget smaller still is kept: the rule only lowers the budget
-    slower = dataclasses.replace(profile, seconds_per_iteration=0.2)
-    assert cpu_seconds_per_iteration(with_target(2e-4), slower) == 0.2
+    assert cpu_seconds_per_iteration(with_target(2e-4), 0.2) == 0.2
 
 
 def test_a_thin_cpu_network_has_no_drop_path_and_a_gpu_network_keeps_the_papers() -> None:
@@ -134,13 +134,13 @@ def test_train_minutes_counts_epochs_in_the_plans_own_measured_step(
     nnunet_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     timed = []
-    original = clinix.plan.planner.time_training_steps
+    original = clinix.plan.cpu_recipe.time_training_steps
 
     def spy(*args: object, **kwargs: object) -> list[float]:
         timed.append(args)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(clinix.plan.planner, "time_training_steps", spy)
+    monkeypatch.setattr(clinix.plan.cpu_recipe, "time_training_steps", spy)
     plan, _ = plan_experiment(nnunet_dataset, tmp_path / "w", device="cpu", train_minutes=30, workers=1)
     [(arch, network, patch, batch, loss, channels, classes)] = timed  # the plan's own network, loss and patch
     assert (arch, network, patch, batch, loss, channels) == (
