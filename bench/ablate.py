@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from clinix.crossval import train_and_validate
 from clinix.data import write_phantom_dataset
 from clinix.data.brats import write_brats_dataset
 from clinix.io.atomic import write_json
@@ -34,7 +35,7 @@ from clinix.net.registry import config_for_arch
 from clinix.plan import Plan, load_plan, plan_experiment
 from clinix.plan.cost import measure_cost
 from clinix.preprocess import preprocess_dataset
-from clinix.train.trainer import train_fold
+from clinix.train import TrainingOptions
 
 ARCHS = ("resunet", "mamba-only", "hgcn-only", "umamba-bot", "mambaclinix")
 LOSSES = ("ce-dice", "ce-dice-rs", "ce-dice-trs-fixed", "ce-dice-trs")
@@ -59,9 +60,8 @@ def run_variant(base_work: Path, root: Path, name: str, plan: Plan, epochs: int,
     (work / "preprocessed").symlink_to(base_work / "preprocessed")
     shutil.copy(base_work / "fingerprint.json", work / "fingerprint.json")
     write_json(work / "plans.json", plan.to_json())
-    result = train_fold(
-        work, 0, device="cpu", epochs=epochs, iterations=iterations, val_iterations=2, seed=0, tta=False, echo=False
-    )
+    options = TrainingOptions(device="cpu", epochs=epochs, iterations=iterations, val_iterations=2, seed=0, echo=False)
+    result = train_and_validate(work, 0, options, tta=False)
     records = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
     seconds = sum(record["seconds"] for record in records)  # the epochs (training + validation iterations)
     summary = json.loads(result.validation_summary.read_text()) if result.validation_summary else {}

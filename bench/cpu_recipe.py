@@ -85,7 +85,7 @@ def run_recipe(
         write_json(path, plan.to_json())
     preprocess_dataset(work)
     start = time.perf_counter()
-    train_fold(work, "all", device="cpu", validation=False, echo=False)
+    train_fold(work, "all", device="cpu", echo=False)
     train_seconds = time.perf_counter() - start
     out = work / "predictions"
     summary = predict_folder(work, data / "imagesTs", out, folds="all", device="cpu")

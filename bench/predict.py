@@ -95,7 +95,8 @@ def setup(root: Path, quick: bool) -> dict[str, Any]:
 def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]:
     """``case``, ``case_tta``, ``window`` or ``naive`` in this process."""
     from clinix.infer import load_predictor, predict_folder
-    from clinix.preprocess import PREPROCESSED_DIR, load_case
+    from clinix.preprocess import load_case
+    from clinix.workdir import WorkDir
 
     if variant.startswith("case"):
         memory = PeakMemory()
@@ -103,7 +104,7 @@ def run_phantom_variant(work: Path, variant: str, device: str) -> dict[str, Any]
         summary = predict_folder(work, images, out_dir, tta=variant == "case_tta", device=device)
         return {"seconds_per_case": summary.seconds, **memory.report()}
     predictor = load_predictor(work, device=device, tta=False, precision="fp32")  # the naive baseline is fp32
-    case_ids = sorted(p.stem for p in (work / PREPROCESSED_DIR).glob("*.json"))
+    case_ids = sorted(p.stem for p in (WorkDir(work).preprocessed()).glob("*.json"))
     cases = [np.array(load_case(work, case_id)[0]) for case_id in case_ids]
     if variant == "window":
         return timed(predictor.predict_preprocessed, cases)

@@ -39,14 +39,21 @@ def train(
         True, "--validation/--no-validation", help="Predict and evaluate the validation cases at the end."
     ),
     fast_validation: bool = typer.Option(False, "--fast-validation", help="Final validation without mirroring TTA."),
+    save_probabilities: bool = typer.Option(
+        False,
+        "--save-probabilities",
+        help="Keep the validation's probabilities (CASE.npz) for 'clinix best' ensembles (nnU-Net's --npz).",
+    ),
+    validate_only: bool = typer.Option(
+        False, "--validate-only", help="Do not train: validate the fold's final checkpoint again."
+    ),
 ) -> None:
     """Train fold F of the planned, preprocessed dataset into WORK/results/3d_fullres/fold_F/."""
-    from clinix.train.trainer import train_fold
+    from clinix.crossval import train_and_validate
+    from clinix.train import TrainingOptions
     from clinix.workdir import resolve_workdir
 
-    result = train_fold(
-        resolve_workdir(workdir),
-        fold,
+    training = TrainingOptions(
         device=device,
         epochs=epochs,
         iterations=iterations,
@@ -55,8 +62,15 @@ def train(
         overwrite=overwrite,
         seed=seed,
         workers=workers,
+    )
+    result = train_and_validate(
+        resolve_workdir(workdir),
+        fold,
+        training,
         validation=validation,
         tta=not fast_validation,
+        save_probabilities=save_probabilities,
+        validate_only=validate_only,
     )
     if not result.main_process:
         return

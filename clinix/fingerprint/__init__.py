@@ -1,7 +1,6 @@
 """Dataset fingerprint: per-case geometry and crop boxes, intensity statistics, label fractions."""
 
 from clinix.fingerprint.extract import (
-    FINGERPRINT_FILE,
     CaseFingerprint,
     Fingerprint,
     body_crop_box,
@@ -12,7 +11,6 @@ from clinix.fingerprint.extract import (
 )
 
 __all__ = [
-    "FINGERPRINT_FILE",
     "CaseFingerprint",
     "Fingerprint",
     "body_crop_box",

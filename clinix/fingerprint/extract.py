@@ -22,8 +22,8 @@ from clinix.io.atomic import write_json
 from clinix.io.dataset import Case, Dataset, Problem, open_dataset
 from clinix.io.validate import case_failure, check_case
 from clinix.parallel import default_workers, map_cases
+from clinix.workdir import WorkDir
 
-FINGERPRINT_FILE = "fingerprint.json"
 SAMPLED_VOXELS_TOTAL = 10_000_000  # foreground intensities kept over the whole dataset, split across cases
 SAMPLING_SEED = 1234
 BODY_HU = -500.0  # CT: the body is the largest connected region denser than this (air −1000, lung −850)
@@ -107,7 +107,7 @@ class Fingerprint:
 
 
 def load_fingerprint(workdir: Path) -> Fingerprint:
-    path = workdir / FINGERPRINT_FILE
+    path = WorkDir(workdir).fingerprint
     if not path.is_file():
         raise ClinixError(f"{path}: no fingerprint yet; run 'clinix fingerprint DATASET' or 'clinix plan DATASET'")
     return Fingerprint.from_json(json.loads(path.read_text()))
@@ -239,7 +239,7 @@ def extract_fingerprint(
     modification time, ``Dataset.digest``).
     """
     dataset = open_dataset(dataset_root)
-    out = workdir / FINGERPRINT_FILE
+    out = WorkDir(workdir).fingerprint
     source_digest = dataset.digest()
     if out.is_file() and not overwrite:
         existing = load_fingerprint(workdir)

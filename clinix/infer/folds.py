@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from clinix.checkpoint import load_checkpoint
 from clinix.errors import ClinixError
-from clinix.plan.model import CONFIGURATION
-from clinix.train.checkpoint import load_checkpoint
+from clinix.workdir import WorkDir
 
 CHECKPOINTS = ("final", "best")
 FoldName = int | str  # 0..4 or "all"
@@ -23,11 +23,11 @@ _FOLD_DIR = re.compile(r"fold_(\d+|all)")
 
 
 def results_dir(workdir: Path) -> Path:
-    return workdir / "results" / CONFIGURATION
+    return WorkDir(workdir).results()
 
 
 def checkpoint_path(workdir: Path, fold: FoldName, checkpoint: str) -> Path:
-    return results_dir(workdir) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
+    return WorkDir(workdir).checkpoint(fold, checkpoint)
 
 
 def trained_folds(workdir: Path, checkpoint: str) -> list[FoldName]:

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from clinix.checkpoint import load_checkpoint
 from clinix.errors import ClinixError
 from clinix.plan.model import Plan
-from clinix.train.checkpoint import load_checkpoint
 
 ALL_AXES = (0, 1, 2)
 ModelEntry = str | Path | dict | nn.Module

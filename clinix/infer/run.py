@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clinix.checkpoint import load_checkpoint
 from clinix.errors import ClinixError, ClinixWarning, DatasetError
 from clinix.infer.export import output_files, write_label_map, write_probabilities
 from clinix.infer.folds import FoldName, select_fold_checkpoints
@@ -22,9 +23,9 @@ from clinix.infer.memory import memory_problem
 from clinix.infer.predictor import Predictor
 from clinix.io.image import read_geometry
 from clinix.parallel import progress_bar
-from clinix.plan.model import PLANS_FILE, Plan, load_plan
+from clinix.plan.model import Plan, load_plan
 from clinix.preprocess import plan_digest, preprocess_case, restore_label_map, restore_probabilities
-from clinix.train.checkpoint import load_checkpoint
+from clinix.workdir import WorkDir
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _warn_if_plan_changed_since(workdir: Path, trained: Plan) -> None:
         return
     if plan_digest(current) != plan_digest(trained) or current.patch_size != trained.patch_size:
         warnings.warn(
-            f"{workdir / PLANS_FILE} changed after these models were trained; they predict with the plan they "
+            f"{WorkDir(workdir).plans} changed after these models were trained; they predict with the plan they "
             "were trained with (train again to use the new one)",
             ClinixWarning,
             stacklevel=3,

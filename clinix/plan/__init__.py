@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinix.plan.model import PLANS_FILE, ChannelNormalization, OptimizerSettings, Plan, ResamplingSettings, load_plan
+from clinix.plan.model import ChannelNormalization, OptimizerSettings, Plan, ResamplingSettings, load_plan
 
 _PLANNER_NAMES = ("DEFAULT_ARCH", "PROFILES", "make_plan", "plan_experiment")
 
 __all__ = [
-    "PLANS_FILE",
     "ChannelNormalization",
     "OptimizerSettings",
     "Plan",

@@ -13,9 +13,7 @@ from typing import Any
 
 from clinix.errors import ClinixError
 from clinix.io.labels import LabelSet
-
-PLANS_FILE = "plans.json"
-CONFIGURATION = "3d_fullres"
+from clinix.workdir import CONFIGURATION, WorkDir
 
 
 @dataclass
@@ -145,7 +143,7 @@ class Plan:
 
 def load_plan(workdir: Path) -> Plan:
     """Read ``workdir/plans.json``; a clear error when planning has not run yet."""
-    path = workdir / PLANS_FILE
+    path = WorkDir(workdir).plans
     if not path.is_file():
         raise ClinixError(f"{path}: no plan yet; run 'clinix plan DATASET' first")
     try:

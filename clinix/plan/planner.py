@@ -34,7 +34,6 @@ from clinix.plan.cpu_recipe import (
 from clinix.plan.memory import MODEL_VERSION
 from clinix.plan.model import (
     FOREGROUND_OVERSAMPLING,
-    PLANS_FILE,
     ChannelNormalization,
     OptimizerSettings,
     Plan,
@@ -51,6 +50,7 @@ from clinix.plan.topology import (
     target_spacing,
 )
 from clinix.train.losses import DEFAULT_LOSS, LOSS_NAMES
+from clinix.workdir import WorkDir
 
 DEFAULT_ARCH = "mambaclinix"
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
@@ -141,7 +141,7 @@ def plan_experiment(
             f"({step:.2f} s per training step measured on this machine)"
         )
         plan = dataclasses.replace(plan, epochs=epochs, notes=[*plan.notes, note])
-    path = write_json(workdir / PLANS_FILE, plan.to_json())
+    path = write_json(WorkDir(workdir).plans, plan.to_json())
     return plan, path
 
 

@@ -3,7 +3,6 @@
 from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
 from clinix.preprocess.inverse import restore_label_map, restore_probabilities
 from clinix.preprocess.run import (
-    PREPROCESSED_DIR,
     PreprocessSummary,
     cases_not_preprocessed_for,
     load_case,
@@ -11,7 +10,6 @@ from clinix.preprocess.run import (
 )
 
 __all__ = [
-    "PREPROCESSED_DIR",
     "CaseProperties",
     "PreprocessSummary",
     "cases_not_preprocessed_for",

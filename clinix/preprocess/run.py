@@ -19,11 +19,10 @@ from clinix.errors import ClinixError
 from clinix.io.atomic import atomic_path, remove_leftovers, write_json
 from clinix.io.dataset import Case, Dataset, open_dataset
 from clinix.parallel import default_workers, map_cases, values_or_raise
-from clinix.plan.model import CONFIGURATION, PLANS_FILE, Plan, load_plan
+from clinix.plan.model import Plan, load_plan
 from clinix.preprocess.case import CaseProperties, plan_digest, preprocess_case
 from clinix.preprocess.normalize import check_normalization
-
-PREPROCESSED_DIR = f"preprocessed/{CONFIGURATION}"
+from clinix.workdir import WorkDir
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,9 @@ def preprocess_dataset(workdir: str | Path, workers: int | None = None, overwrit
     try:
         check_normalization(plan.normalization)
     except ClinixError as error:
-        raise ClinixError(f"{Path(workdir) / PLANS_FILE}: {error}") from None
+        raise ClinixError(f"{WorkDir(workdir).plans}: {error}") from None
     dataset = open_dataset(plan.dataset_root)
-    folder = Path(workdir) / PREPROCESSED_DIR
+    folder = WorkDir(workdir).preprocessed()
     folder.mkdir(parents=True, exist_ok=True)
     remove_leftovers(folder)  # from a run that was killed mid-write
     digest = plan_digest(plan)
@@ -107,7 +106,7 @@ def _preprocess_item(item: tuple[Dataset, Case, Plan, Path]) -> CaseResult:
 
 def cases_not_preprocessed_for(workdir: str | Path, plan: Plan, case_ids: list[str]) -> list[str]:
     """The cases of ``case_ids`` whose preprocessed arrays are missing or were made with another plan."""
-    folder, digest = Path(workdir) / PREPROCESSED_DIR, plan_digest(plan)
+    folder, digest = WorkDir(workdir).preprocessed(), plan_digest(plan)
     stale = []
     for case_id in case_ids:
         try:
@@ -143,8 +142,8 @@ def load_case(
     arrays are read-only memory maps, read from disk only where indexed.
     """
     folder = Path(workdir_or_folder)
-    if (folder / PREPROCESSED_DIR).is_dir():
-        folder = folder / PREPROCESSED_DIR
+    if WorkDir(folder).preprocessed().is_dir():
+        folder = WorkDir(folder).preprocessed()
     data_path, seg_path, properties_path = case_files(folder, case_id)
     if not properties_path.is_file():
         raise ClinixError(f"{properties_path}: case {case_id!r} is not preprocessed; run 'clinix preprocess'")

@@ -1,4 +1,6 @@
-"""Training (SPEC §6): splits, patch sampling, augmentation, losses, the loop, checkpoints, DDP.
+"""Training (SPEC §6): splits, patch sampling, augmentation, losses, the loop, DDP.
+
+Checkpoint files are read and written by clinix.checkpoint (shared with inference).
 
 Names load lazily, so ``import clinix.train.losses`` (or a sampler worker) does not pull in the trainer.
 """
@@ -12,8 +14,6 @@ _EXPORTS = {
     "TrainingOptions": "clinix.train.trainer",
     "TrainingResult": "clinix.train.trainer",
     "train_fold": "clinix.train.trainer",
-    "load_checkpoint": "clinix.train.checkpoint",
-    "save_checkpoint": "clinix.train.checkpoint",
     "kfold_splits": "clinix.train.splits",
     "fold_cases": "clinix.train.splits",
     "build_loss": "clinix.train.losses",

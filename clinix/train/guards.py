@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clinix.checkpoint import LATEST
 from clinix.errors import ClinixError, ClinixWarning
 from clinix.plan.model import Plan
-from clinix.preprocess import PREPROCESSED_DIR, cases_not_preprocessed_for
-from clinix.train.checkpoint import LATEST
+from clinix.preprocess import cases_not_preprocessed_for
 from clinix.train.distributed import DistributedContext, sum_over_ranks
+from clinix.workdir import WorkDir
 
 
 class TrainingDiverged(ClinixError):
@@ -32,7 +33,7 @@ def require_preprocessed_for(plan: Plan, workdir: Path, case_ids: list[str], res
     stale = cases_not_preprocessed_for(workdir, plan, case_ids)
     if not stale:
         return
-    which = f"{workdir / PREPROCESSED_DIR}: {len(stale)} of {len(case_ids)} cases (first: {stale[0]})"
+    which = f"{WorkDir(workdir).preprocessed()}: {len(stale)} of {len(case_ids)} cases (first: {stale[0]})"
     if resumed:
         raise ClinixError(
             f"{which} are not preprocessed for the plan this run was started with (plans.json changed since); "

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from clinix import __version__
+from clinix.checkpoint import BEST, FINAL, LATEST, capture_rng_state, restore_rng_state
 from clinix.errors import ClinixError
 from clinix.net.network import ClinixUNet, NetworkConfig
 from clinix.net.registry import build_network
 from clinix.plan.model import Plan
 from clinix.train.augment import AugmentationSettings
-from clinix.train.checkpoint import BEST, FINAL, LATEST, capture_rng_state, restore_rng_state
 from clinix.train.distributed import (
     DistributedContext,
     autocast_dtype,
@@ -46,8 +46,6 @@ class TrainingOptions:
     workers: int | None = None
     resume: bool = False
     overwrite: bool = False
-    validation: bool = True
-    tta: bool = True
     echo: bool = True
 
 
@@ -193,7 +191,7 @@ def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
 
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
-    """The checkpoint dict (keys in clinix.train.checkpoint) for the run as it stands."""
+    """The checkpoint dict (keys in clinix.checkpoint) for the run as it stands."""
     progress = run.progress
     return {
         "model": run.network.state_dict(),

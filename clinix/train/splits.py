@@ -18,9 +18,8 @@ import numpy as np
 
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
-from clinix.preprocess import PREPROCESSED_DIR
+from clinix.workdir import SPLITS_FILE, WorkDir
 
-SPLITS_FILE = "splits.json"
 SPLIT_SEED = 12345
 NUM_FOLDS = 5
 ALL_FOLDS = "all"
@@ -63,7 +62,7 @@ def kfold_splits(case_ids: list[str], n_folds: int = NUM_FOLDS, seed: int = SPLI
 
 def preprocessed_case_ids(workdir: Path) -> list[str]:
     """The sorted ids of the preprocessed cases (the ``.json`` stems of ``WORK/preprocessed/3d_fullres``)."""
-    folder = workdir / PREPROCESSED_DIR
+    folder = WorkDir(workdir).preprocessed()
     ids = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
     if not ids:
         raise ClinixError(f"{folder}: no preprocessed cases; run 'clinix preprocess' first")
@@ -72,7 +71,7 @@ def preprocessed_case_ids(workdir: Path) -> list[str]:
 
 def load_or_create_splits(workdir: Path, case_ids: list[str]) -> list[Split]:
     """The splits of ``WORK/splits.json``; written from ``kfold_splits(case_ids)`` when missing."""
-    path = workdir / SPLITS_FILE
+    path = WorkDir(workdir).splits
     if path.is_file():
         return _read_splits(path)
     splits = kfold_splits(case_ids)
@@ -105,11 +104,12 @@ def fold_cases(workdir: Path, fold: Fold) -> tuple[list[str], list[str]]:
         return case_ids, case_ids
     splits = load_or_create_splits(workdir, case_ids)
     if not 0 <= int(fold) < len(splits):
-        raise ClinixError(f"fold {fold} does not exist: {workdir / SPLITS_FILE} defines folds 0-{len(splits) - 1}")
+        raise ClinixError(f"fold {fold} does not exist: {WorkDir(workdir).splits} defines folds 0-{len(splits) - 1}")
     train, val = splits[int(fold)]["train"], splits[int(fold)]["val"]
     unknown = sorted(set(train + val) - set(case_ids))
     if unknown:
-        raise ClinixError(f"{workdir / SPLITS_FILE}: fold {fold} names cases that are not preprocessed: {unknown[:5]}")
+        path = WorkDir(workdir).splits
+        raise ClinixError(f"{path}: fold {fold} names cases that are not preprocessed: {unknown[:5]}")
     if not train or not val:
-        raise ClinixError(f"{workdir / SPLITS_FILE}: fold {fold} has an empty train or val list")
+        raise ClinixError(f"{WorkDir(workdir).splits}: fold {fold} has an empty train or val list")
     return train, val

@@ -2,7 +2,8 @@
 
 Every epoch: set the poly learning rate, reseed, run ``iterations`` training steps and ``val_iterations``
 validation steps, log the epoch, write ``checkpoint_latest.pt`` (and ``checkpoint_best.pt`` when the EMA
-pseudo-Dice improves). After the last epoch: ``checkpoint_final.pt`` and the full validation.
+pseudo-Dice improves). After the last epoch: ``checkpoint_final.pt``. The full validation of the fold is
+clinix.crossval's (``clinix train`` runs both).
 
 Every random stream is a function of the run seed, the rank and the epoch (schedule.py), so a run resumed
 from the checkpoint of epoch k continues exactly as the uninterrupted run would have: on the CPU it ends
@@ -23,16 +24,16 @@ from typing import Any
 import torch
 from torch.nn.utils import clip_grad_norm_
 
-from clinix.parallel import default_workers
-from clinix.plan.model import CONFIGURATION, Plan, load_plan
-from clinix.train.augment import AugmentationSettings, augment_batch, enlarged_patch_size
-from clinix.train.checkpoint import (
+from clinix.checkpoint import (
     BEST,
     FINAL,
     LATEST,
     load_checkpoint,
     save_checkpoint,
 )
+from clinix.parallel import default_workers
+from clinix.plan.model import Plan, load_plan
+from clinix.train.augment import AugmentationSettings, augment_batch, enlarged_patch_size
 from clinix.train.distributed import (
     DistributedContext,
     barrier,
@@ -71,9 +72,8 @@ from clinix.train.schedule import (
     stream_seed,
 )
 from clinix.train.splits import Fold, fold_cases, parse_fold
-from clinix.train.validation import confusion_counts, mean_dice, pseudo_dice, update_ema, validate_fold
-
-RESULTS_DIR = f"results/{CONFIGURATION}"
+from clinix.train.validation import confusion_counts, mean_dice, pseudo_dice, update_ema
+from clinix.workdir import WorkDir
 
 
 def train_fold(
@@ -98,7 +98,7 @@ def train_fold(
 def _train(
     workdir: Path, fold: Fold, options: TrainingOptions, context: DistributedContext, device: torch.device
 ) -> TrainingResult:
-    folder = workdir / RESULTS_DIR / f"fold_{fold}"
+    folder = WorkDir(workdir).fold(fold)
     train_ids, val_ids = fold_cases(workdir, fold)
     checkpoint_path = starting_checkpoint(folder, options, context)
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if checkpoint_path else None
@@ -107,15 +107,12 @@ def _train(
     run = build_run(with_overrides(planned, options), fold, folder, options, context, device, checkpoint)
     require_preprocessed_for(run.plan, workdir, train_ids + val_ids, resumed=checkpoint is not None)
     if checkpoint_path is not None and checkpoint_path.name == FINAL:
-        run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs), validating only", echo=True)
+        run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs)", echo=True)
     else:
         _fit(run, workdir, train_ids, val_ids, options.workers)
-    result = TrainingResult(
+    return TrainingResult(
         fold, folder, run.progress.epoch, run.progress.best_ema, run.progress.ema, main_process=context.is_main
     )
-    if context.is_main and options.validation:
-        result.validation_summary, result.validation_dice = _final_validation(run, workdir, val_ids, options.tta)
-    return result
 
 
 def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], workers: int | None) -> None:
@@ -271,11 +268,3 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
             run.log.line(f"new best EMA pseudo-Dice {progress.best_ema:.4f}")
         save_checkpoint(run.folder / LATEST, state)
     barrier(run.context)
-
-
-def _final_validation(run: Run, workdir: Path, val_ids: list[str], tta: bool) -> tuple[Path, float | None]:
-    run.log.line(f"final validation of {len(val_ids)} cases (sliding window, TTA {'on' if tta else 'off'})", echo=True)
-    summary, means = validate_fold(workdir, run.plan, checkpoint_state(run), val_ids, run.folder, run.device, tta)
-    dice = means.get("DSC")
-    run.log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary}")  # the CLI prints it
-    return summary, dice

@@ -1,4 +1,4 @@
-"""Validation: the pseudo-Dice of every epoch and the full validation after the last (reference §5.6).
+"""Validation during training: the pseudo-Dice of every epoch and its EMA (reference §5.6).
 
 Pseudo-Dice: the full-resolution output's argmax, one-hot; TP, FP and FN per foreground class summed over
 every validation batch of the epoch (as if one image), then ``2TP / (2TP + FP + FN)``, NaN for a class
@@ -10,24 +10,11 @@ checkpoint.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from clinix.infer import Predictor
-from clinix.io.dataset import Dataset, open_dataset
-from clinix.io.image import write_image
-from clinix.metrics import evaluate_folders, write_report
-from clinix.plan.model import Plan
-from clinix.preprocess import load_case, restore_label_map
-
 EMA_MOMENTUM = 0.9
-VALIDATION_DIR = "validation"
-SUMMARY_FILE = "summary.json"
 
 
 def confusion_counts(
@@ -80,44 +67,3 @@ def update_ema(previous: float | None, value: float) -> float | None:
     if previous is None:
         return value
     return EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * value
-
-
-def validate_fold(
-    workdir: Path,
-    plan: Plan,
-    checkpoint: dict[str, Any],
-    case_ids: Sequence[str],
-    folder: Path,
-    device: torch.device,
-    tta: bool,
-) -> tuple[Path, dict[str, float]]:
-    """Predict the fold's validation cases in full with ``checkpoint``, write them in their original
-    geometry, evaluate.
-
-    Writes ``folder/validation/<case>.nii.gz`` and ``folder/validation/summary.json`` (+ ``.csv``) and
-    returns the summary's path and its mean over classes per metric (``{"DSC": ..., "IoU": ...}``).
-    """
-    output = folder / VALIDATION_DIR
-    output.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(plan, [checkpoint], device=device, tta=tta)
-    for case_id in case_ids:
-        data, _, properties = load_case(workdir, case_id, mmap=False)
-        probabilities = predictor.predict_preprocessed(data)
-        labels = restore_label_map(probabilities, properties, plan)
-        write_image(output / f"{case_id}.nii.gz", labels, properties.geometry, is_label=True)
-    dataset = open_dataset(plan.dataset_root)
-    with tempfile.TemporaryDirectory(prefix="clinix-reference-") as references:
-        _link_references(dataset, case_ids, Path(references))
-        summary = evaluate_folders(output, references, dataset_json=dataset.root / "dataset.json", workers=1)
-    summary_path, _ = write_report(summary, output / SUMMARY_FILE)
-    return summary_path, summary.foreground_mean
-
-
-def _link_references(dataset: Dataset, case_ids: Sequence[str], folder: Path) -> None:
-    """Links ``folder/<case>.<ending>`` to the reference labels of ``case_ids`` only.
-
-    The evaluation then scores exactly the validation cases instead of reporting the training cases'
-    predictions as missing.
-    """
-    for case_id in case_ids:
-        os.symlink(dataset.case(case_id).label.resolve(), folder / f"{case_id}{dataset.file_ending}")

@@ -43,7 +43,7 @@ def tiny_network(plan: Plan, seed: int = 0) -> nn.Module:
 
 
 def save_checkpoint(path: Path, plan: Plan, network: nn.Module, fold: int | str = 0, **extra: Any) -> Path:
-    """A checkpoint with the keys of clinix.train.checkpoint, as the trainer writes it."""
+    """A checkpoint with the keys of clinix.checkpoint, as the trainer writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "model": network.state_dict(),

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from clinix.cli import app
 from clinix.errors import CaseFailures, DatasetError
 from clinix.io.atomic import write_json
-from clinix.preprocess import PREPROCESSED_DIR, load_case, preprocess_dataset
+from clinix.preprocess import load_case, preprocess_dataset
+from clinix.workdir import WorkDir
 from tests.builders import write_nnunet
 from tests.preprocess.test_case import make_plan
 
@@ -31,7 +32,7 @@ def planned_workdir(tmp_path: Path, name: str = "work", target_spacing: tuple = 
 
 
 def files_of(workdir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((workdir / PREPROCESSED_DIR).iterdir())}
+    return {p.name: p.read_bytes() for p in sorted((WorkDir(workdir).preprocessed()).iterdir())}
 
 
 def test_writes_data_seg_and_properties_per_case(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_writes_data_seg_and_properties_per_case(tmp_path: Path) -> None:
     assert data.dtype == np.float32 and data.shape == (1, *PREPROCESSED_SHAPE)
     assert seg is not None and seg.dtype == np.int16 and seg.shape == (1, *PREPROCESSED_SHAPE)
     assert properties.shape_after_resampling == list(PREPROCESSED_SHAPE)
-    assert '"clinix_version"' in (workdir / PREPROCESSED_DIR / "case01.json").read_text()
+    assert '"clinix_version"' in (WorkDir(workdir).preprocessed() / "case01.json").read_text()
     # the body of case01 is 101 HU everywhere: CT-normalised with the plan's mean 100 and std 50
     np.testing.assert_allclose(np.asarray(data), (101.0 - 100.0) / 50.0, rtol=1e-5)
 
@@ -52,10 +53,10 @@ def test_writes_data_seg_and_properties_per_case(tmp_path: Path) -> None:
 def test_a_second_run_skips_every_finished_case(tmp_path: Path) -> None:
     workdir = planned_workdir(tmp_path)
     preprocess_dataset(workdir, workers=1)
-    times = {p.name: p.stat().st_mtime_ns for p in (workdir / PREPROCESSED_DIR).iterdir()}
+    times = {p.name: p.stat().st_mtime_ns for p in (WorkDir(workdir).preprocessed()).iterdir()}
     summary = preprocess_dataset(workdir, workers=1)
     assert summary.processed == [] and summary.skipped == CASES
-    assert {p.name: p.stat().st_mtime_ns for p in (workdir / PREPROCESSED_DIR).iterdir()} == times
+    assert {p.name: p.stat().st_mtime_ns for p in (WorkDir(workdir).preprocessed()).iterdir()} == times
 
 
 def test_overwrite_or_a_changed_plan_redoes_every_case(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_a_killed_run_resumes_to_the_bytes_of_a_clean_run(tmp_path: Path) -> Non
     preprocess_dataset(clean, workers=2)  # in worker processes
     killed = planned_workdir(tmp_path, "killed")
     preprocess_dataset(killed, workers=1)
-    folder = killed / PREPROCESSED_DIR
+    folder = WorkDir(killed).preprocessed()
     # killed while writing case01: its arrays are in place but not its JSON, a temporary file is left over
     (folder / "case01.json").unlink()
     (folder / ".case01_seg.npy.k1ll3d.tmp").write_bytes(b"half a file")
@@ -103,7 +104,7 @@ def test_cli_preprocesses_and_summarises(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["preprocess", "--workdir", str(workdir), "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "preprocessed 3 cases, skipped 0" in result.stdout
-    assert (workdir / PREPROCESSED_DIR / "case02.json").is_file()
+    assert (WorkDir(workdir).preprocessed() / "case02.json").is_file()
 
 
 def test_cli_without_a_plan_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from clinix.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from clinix.errors import ClinixError
-from clinix.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 
 
 class _NotPlainData:

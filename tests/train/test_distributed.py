@@ -21,7 +21,7 @@ from clinix.train.distributed import (
     training_device,
 )
 from clinix.train.schedule import TRAIN_STREAM, stream_seed
-from clinix.train.trainer import RESULTS_DIR
+from clinix.workdir import WorkDir
 from tests.train.test_trainer import build_tiny_workdir
 
 TWO_PROCESSES = DistributedContext(rank=1, world_size=2, local_rank=1)
@@ -118,9 +118,7 @@ def _train_as_rank(rank: int, world_size: int, port: int, workdir: Path, out: Pa
         return sampler
 
     trainer.save_checkpoint, trainer._fit, trainer.PatchSampler = noted_save, fit_then_keep_weights, noted_sampler
-    trainer.train_fold(
-        workdir, 0, device="cpu", epochs=1, iterations=2, val_iterations=1, workers=1, validation=False, echo=False
-    )
+    trainer.train_fold(workdir, 0, device="cpu", epochs=1, iterations=2, val_iterations=1, workers=1, echo=False)
 
 
 def test_ddp_gloo_two_processes_end_with_identical_weights_and_only_rank_0_writes(
@@ -135,7 +133,7 @@ def test_ddp_gloo_two_processes_end_with_identical_weights_and_only_rank_0_write
     assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
     assert (tmp_path / "saves_of_rank0.txt").read_text().split()[-2:] == ["checkpoint_latest.pt", "checkpoint_final.pt"]
     assert not (tmp_path / "saves_of_rank1.txt").exists()
-    folder = workdir / RESULTS_DIR / "fold_0"
+    folder = WorkDir(workdir).results() / "fold_0"
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
     final = torch.load(folder / "checkpoint_final.pt", weights_only=True)["model"]
     assert all(torch.equal(final[name], rank0[name]) for name in rank0)

@@ -15,12 +15,13 @@ from clinix.io.atomic import write_json
 from clinix.plan.model import load_plan
 from clinix.train import trainer
 from clinix.train.guards import TrainingDiverged, first_nonfinite_parameter
-from clinix.train.trainer import RESULTS_DIR, train_fold
+from clinix.train.trainer import train_fold
+from clinix.workdir import WorkDir
 from tests.train.test_trainer import TINY_RUN
 
 
 def latest(workdir: Path) -> Path:
-    return workdir / RESULTS_DIR / "fold_0" / "checkpoint_latest.pt"
+    return WorkDir(workdir).results() / "fold_0" / "checkpoint_latest.pt"
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(workdir: Path, monkeypatch) -> None:
@@ -33,7 +34,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(workdir: Pa
 
     monkeypatch.setattr(trainer, "train_step", nan_in_epoch_1)
     with pytest.raises(TrainingDiverged) as raised:
-        train_fold(workdir, 0, **TINY_RUN, validation=False)
+        train_fold(workdir, 0, **TINY_RUN)
     assert str(raised.value) == (
         "training diverged: the training loss is nan at iteration 1 of epoch 1; nothing of that epoch was saved and "
         f"the last good checkpoint is {latest(workdir)} (after epoch 0); lower the learning rate (plans.json "
@@ -59,7 +60,7 @@ def test_weights_that_turned_nan_stop_the_run_before_any_checkpoint(workdir: Pat
 
     monkeypatch.setattr(trainer, "train_step", poison_the_weights_at_the_last_step)
     with pytest.raises(TrainingDiverged, match=r"^training diverged: the validation loss of epoch 0 is nan; "):
-        train_fold(workdir, 0, **TINY_RUN, validation=False)
+        train_fold(workdir, 0, **TINY_RUN)
     assert not latest(workdir).exists()
 
 
@@ -82,7 +83,7 @@ def test_resuming_after_a_replan_is_refused_before_any_step(workdir: Path, monke
 
     monkeypatch.setattr(trainer, "train_step", one_epoch_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train_fold(workdir, 0, **TINY_RUN, validation=False)
+        train_fold(workdir, 0, **TINY_RUN)
     plan = load_plan(workdir)
     # re-plan and re-preprocess: the data no longer belongs to the plan the run started with
     replanned = dataclasses.replace(plan, target_spacing=[value * 1.5 for value in plan.target_spacing])
@@ -92,5 +93,5 @@ def test_resuming_after_a_replan_is_refused_before_any_step(workdir: Path, monke
     preprocess_dataset(workdir, workers=1)
     steps.clear()
     with pytest.raises(ClinixError, match=r"not preprocessed for the plan this run was started with .+ --overwrite"):
-        train_fold(workdir, 0, **TINY_RUN, validation=False, resume=True)
+        train_fold(workdir, 0, **TINY_RUN, resume=True)
     assert steps == []

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clinix.preprocess import PREPROCESSED_DIR, CaseProperties
+from clinix.preprocess import CaseProperties
 from clinix.preprocess.run import save_case
 from clinix.train.sampling import PatchSampler, crop_bounds, forced_foreground_positions
+from clinix.workdir import WorkDir
 
 
 def write_preprocessed_case(
     workdir: Path, case_id: str, data: np.ndarray, seg: np.ndarray, class_locations: dict[str, list[list[int]]]
 ) -> None:
     """Store ``data (C, z, y, x)`` and ``seg (1, z, y, x)`` as a preprocessed case of ``workdir``."""
-    folder = workdir / PREPROCESSED_DIR
+    folder = WorkDir(workdir).preprocessed()
     folder.mkdir(parents=True, exist_ok=True)
     shape = list(data.shape[1:])
     properties = CaseProperties(

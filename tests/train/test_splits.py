@@ -9,21 +9,20 @@ import numpy as np
 import pytest
 
 from clinix.errors import ClinixError
-from clinix.preprocess import PREPROCESSED_DIR
 from clinix.train.splits import (
-    SPLITS_FILE,
     fold_cases,
     kfold_splits,
     load_or_create_splits,
     parse_fold,
 )
+from clinix.workdir import WorkDir
 
 TEN_IDS = [f"case{i}" for i in range(10)]
 
 
 def _preprocessed_workdir(root: Path, case_ids: list[str]) -> Path:
     """A working folder whose preprocessed folder lists ``case_ids`` (only the .json names matter)."""
-    folder = root / PREPROCESSED_DIR
+    folder = WorkDir(root).preprocessed()
     folder.mkdir(parents=True)
     for case_id in case_ids:
         (folder / f"{case_id}.json").write_text("{}")
@@ -69,7 +68,7 @@ def test_fewer_cases_than_folds_is_a_clinix_error() -> None:
 
 def test_splits_are_written_once_with_the_version_and_then_read_back(tmp_path: Path) -> None:
     splits = load_or_create_splits(tmp_path, TEN_IDS)
-    written = json.loads((tmp_path / SPLITS_FILE).read_text())
+    written = json.loads((WorkDir(tmp_path).splits).read_text())
     assert written["splits"] == splits
     assert "clinix_version" in written
     assert load_or_create_splits(tmp_path, TEN_IDS[:5]) == splits  # the file wins over new case ids
@@ -78,7 +77,7 @@ def test_splits_are_written_once_with_the_version_and_then_read_back(tmp_path: P
 def test_a_users_bare_list_of_folds_is_respected(tmp_path: Path) -> None:
     workdir = _preprocessed_workdir(tmp_path, ["a", "b", "c"])
     user_splits = [{"train": ["a", "b"], "val": ["c"]}, {"train": ["c"], "val": ["a", "b"]}]
-    (workdir / SPLITS_FILE).write_text(json.dumps(user_splits))
+    (WorkDir(workdir).splits).write_text(json.dumps(user_splits))
     assert fold_cases(workdir, 1) == (["c"], ["a", "b"])
     with pytest.raises(ClinixError, match=r"fold 2 does not exist.*folds 0-1"):
         fold_cases(workdir, 2)
@@ -87,18 +86,18 @@ def test_a_users_bare_list_of_folds_is_respected(tmp_path: Path) -> None:
 def test_fold_all_trains_and_validates_on_every_case(tmp_path: Path) -> None:
     workdir = _preprocessed_workdir(tmp_path, ["b", "a", "c"])
     assert fold_cases(workdir, "all") == (["a", "b", "c"], ["a", "b", "c"])
-    assert not (workdir / SPLITS_FILE).exists()
+    assert not (WorkDir(workdir).splits).exists()
 
 
 def test_fold_cases_writes_the_default_split_of_the_preprocessed_cases(tmp_path: Path) -> None:
     workdir = _preprocessed_workdir(tmp_path, TEN_IDS)
     assert fold_cases(workdir, 0)[1] == ["case0", "case7"]
-    assert json.loads((workdir / SPLITS_FILE).read_text())["splits"][4]["val"] == ["case2", "case5"]
+    assert json.loads((WorkDir(workdir).splits).read_text())["splits"][4]["val"] == ["case2", "case5"]
 
 
 def test_a_split_naming_cases_that_were_not_preprocessed_is_a_clinix_error(tmp_path: Path) -> None:
     workdir = _preprocessed_workdir(tmp_path, ["a", "b"])
-    (workdir / SPLITS_FILE).write_text(json.dumps([{"train": ["a"], "val": ["zz"]}]))
+    (WorkDir(workdir).splits).write_text(json.dumps([{"train": ["a"], "val": ["zz"]}]))
     with pytest.raises(ClinixError, match=r"not preprocessed.*zz"):
         fold_cases(workdir, 0)
 

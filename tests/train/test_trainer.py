@@ -12,19 +12,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from clinix.checkpoint import CHECKPOINT_KEYS
 from clinix.cli import app
+from clinix.crossval import train_and_validate
 from clinix.data import write_phantom_dataset
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
 from clinix.plan import load_plan, plan_experiment
 from clinix.preprocess import preprocess_dataset
-from clinix.train import trainer
-from clinix.train.checkpoint import CHECKPOINT_KEYS
-from clinix.train.trainer import RESULTS_DIR, train_fold
+from clinix.train import TrainingOptions, trainer
+from clinix.train.trainer import train_fold
+from clinix.workdir import WorkDir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 3
-TINY_RUN = {"device": "cpu", "workers": 1, "echo": False, "tta": False}
+TINY_RUN = {"device": "cpu", "workers": 1, "echo": False}
 
 
 def build_tiny_workdir(root: Path) -> Path:
@@ -58,12 +60,12 @@ def build_tiny_workdir(root: Path) -> Path:
 def straight_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fold 0 trained for 3 epochs without interruption, validated without TTA; returns the workdir."""
     workdir = Path(shutil.copytree(prepared, tmp_path_factory.mktemp("straight") / "work"))
-    train_fold(workdir, 0, **TINY_RUN)
+    train_and_validate(workdir, 0, TrainingOptions(**TINY_RUN), tta=False)
     return workdir
 
 
 def _fold_folder(workdir: Path, fold: int | str = 0) -> Path:
-    return workdir / RESULTS_DIR / f"fold_{fold}"
+    return WorkDir(workdir).fold(fold)
 
 
 def _metrics(workdir: Path) -> list[dict]:
@@ -127,10 +129,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(straight_run: Path, 
 
     monkeypatch.setattr(trainer, "train_step", step_then_die)
     with pytest.raises(SimulatedKill):
-        train_fold(workdir, 0, **TINY_RUN, validation=False)
+        train_fold(workdir, 0, **TINY_RUN)
     assert torch.load(_fold_folder(workdir) / "checkpoint_latest.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(trainer, "train_step", real_step)
-    result = train_fold(workdir, 0, **TINY_RUN, validation=False, resume=True)
+    result = train_fold(workdir, 0, **TINY_RUN, resume=True)
 
     assert result.epochs == EPOCHS
     resumed = torch.load(_fold_folder(workdir) / "checkpoint_final.pt", weights_only=True)["model"]
@@ -141,13 +143,13 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(straight_run: Path, 
     assert "resuming at epoch 1" in (_fold_folder(workdir) / "log.txt").read_text()
 
 
-def test_resuming_a_finished_run_only_validates(straight_run: Path, tmp_path: Path) -> None:
+def test_resuming_a_finished_run_trains_nothing(straight_run: Path, tmp_path: Path) -> None:
     workdir = Path(shutil.copytree(straight_run, tmp_path / "finished"))
     before = (_fold_folder(workdir) / "metrics.jsonl").read_text()
-    result = train_fold(workdir, 0, **TINY_RUN, validation=False, resume=True)
+    result = train_fold(workdir, 0, **TINY_RUN, resume=True)
     assert result.epochs == EPOCHS
     assert (_fold_folder(workdir) / "metrics.jsonl").read_text() == before
-    assert "validating only" in (_fold_folder(workdir) / "log.txt").read_text()
+    assert "the run is finished (3 epochs)" in (_fold_folder(workdir) / "log.txt").read_text()
 
 
 def test_resume_without_a_checkpoint_is_a_clinix_error(workdir: Path) -> None:

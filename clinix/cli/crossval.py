@@ -1,0 +1,61 @@
+"""`clinix crossval`: the trained folds' validations merged and scored together (per fold and pooled)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from clinix.cli import options
+from clinix.cli.app import app
+
+if TYPE_CHECKING:
+    from clinix.crossval import CrossvalResult
+
+COLUMNS = (("DSC", 4), ("IoU", 4), ("recall", 4), ("HD95", 2))
+
+
+@app.command("crossval")
+def crossval(workdir: Path = options.WORKDIR, workers: int = options.WORKERS) -> None:
+    """Merge every finished fold's validation into WORK/crossval/3d_fullres/ and evaluate it."""
+    from clinix.crossval import crossval as run_crossval
+    from clinix.workdir import resolve_workdir
+
+    result = run_crossval(resolve_workdir(workdir), workers=workers)
+    console = Console()
+    console.print(crossval_table(result))
+    if result.unfinished:
+        console.print(f"not finished, left out: fold {', '.join(map(str, result.unfinished))}")
+    console.print(f"output: {result.folder}")
+
+
+def crossval_table(result: CrossvalResult) -> Table:
+    """Per class and for the mean over classes: the pooled value and mean ± std over folds."""
+    folds = sorted(result.folds)
+    table = Table(title=f"cross-validation: folds {', '.join(map(str, folds))}, {len(result.pooled.cases)} cases")
+    table.add_column("class", no_wrap=True)
+    for metric, _ in COLUMNS:
+        table.add_column(f"{metric} pooled", justify="right")
+        table.add_column(f"{metric} folds", justify="right")
+    statistics = result.fold_statistics()
+    pooled = {name: summary.mean for name, summary in result.pooled.per_class.items()}
+    pooled["mean"] = result.pooled.foreground_mean
+    for name, values in pooled.items():
+        cells = []
+        for metric, digits in COLUMNS:
+            spread = statistics[name][metric]
+            cells += [_number(values.get(metric, math.nan), digits), _spread(spread, digits)]
+        table.add_row(name, *cells, end_section=name == list(pooled)[-2])
+    return table
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+
+
+def _spread(values: dict[str, float], digits: int) -> str:
+    mean, std = values["mean"], values["std"]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if math.isfinite(mean) else "n/a"
