@@ -27,6 +27,11 @@ def crossval(workdir: Path = options.WORKDIR, workers: int = options.WORKERS) ->
     result = run_crossval(resolve_workdir(workdir), workers=workers)
     console = Console()
     console.print(crossval_table(result))
+    evidence = result.postprocessing.evidence
+    console.print(
+        f"postprocessing: {result.postprocessing.describe()} (mean DSC {evidence['baseline']['mean_dsc']} -> "
+        f"{evidence['postprocessed']['mean_dsc']}), written to {result.postprocessing_file}"
+    )
     if result.unfinished:
         console.print(f"not finished, left out: fold {', '.join(map(str, result.unfinished))}")
     console.print(f"output: {result.folder}")

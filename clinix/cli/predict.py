@@ -42,6 +42,11 @@ def predict(
         "else fp32), fp32 or bf16.",
     ),
     overwrite: bool = options.OVERWRITE,
+    postprocess: bool = typer.Option(
+        True,
+        "--postprocess/--no-postprocess",
+        help="Apply the postprocessing 'clinix crossval' chose (WORK/results/3d_fullres/postprocessing.json).",
+    ),
     profile: bool = typer.Option(
         False, "--profile", help="Also print where the time went: read, preprocess, network, restore, write."
     ),
@@ -70,6 +75,7 @@ def predict(
         overwrite=overwrite,
         batch_tiles=batch_tiles,
         precision=precision,
+        postprocess=postprocess,
     )
     for failure in summary.failed:
         typer.echo(f"error: {failure}", err=True)
@@ -81,6 +87,8 @@ def predict(
     counts = (len(summary.written), len(summary.skipped), len(summary.failed))
     table.add_row(*(str(n) for n in counts), per_case, folds_used, summary.device, summary.precision)
     Console().print(table)
+    if summary.postprocessing != "none":
+        Console().print(f"postprocessing: {summary.postprocessing}", highlight=False)
     if profile:
         Console().print(profile_table(summary))
     if summary.failed:

@@ -6,6 +6,8 @@ by ``clinix train`` or ``clinix train --validate-only``) and all must have been 
 Their validation files (label maps, and probabilities where saved) are linked, or copied across file
 systems, into ``WORK/crossval/<config>/``, which is evaluated as one folder: ``summary.json`` (+ ``.csv``)
 pooled over every case, and ``crossval.json`` with each fold's means and the mean ± std over folds.
+The postprocessing these predictions support (postprocessing.py) is decided and written to
+``WORK/results/<config>/postprocessing.json``, which ``clinix predict`` applies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clinix.crossval.postprocessing import decide_postprocessing
 from clinix.crossval.validate import RECORD_FILE, link_references
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
@@ -28,6 +31,7 @@ from clinix.io.dataset import open_dataset
 from clinix.metrics import EvaluationSummary, evaluate_folders, write_report
 from clinix.metrics.summary import CLASS_MEAN_METRICS, json_numbers
 from clinix.plan.model import load_plan
+from clinix.postprocess import Postprocessing
 from clinix.workdir import WorkDir
 
 CROSSVAL_FILE = "crossval.json"
@@ -42,6 +46,8 @@ class CrossvalResult:
     pooled: EvaluationSummary
     folds: dict[int, EvaluationSummary]
     unfinished: list[int]
+    postprocessing: Postprocessing
+    postprocessing_file: Path
 
     def fold_statistics(self) -> dict[str, dict[str, dict[str, float]]]:
         """Class (and "mean") -> metric -> {"mean", "std"} over the folds' means (std 0 for one fold)."""
@@ -62,6 +68,7 @@ class CrossvalResult:
         return {
             "folds": sorted(self.folds),
             "unfinished_folds": self.unfinished,
+            "postprocessing": self.postprocessing.describe(),
             "cases": len(self.pooled.cases),
             "pooled": {
                 "foreground_mean": json_numbers(self.pooled.foreground_mean),
@@ -96,7 +103,10 @@ def crossval(workdir: str | Path, workers: int | None = None) -> CrossvalResult:
         pooled = evaluate_folders(out, references, dataset_json=dataset.root / "dataset.json", workers=workers)
     write_report(pooled, out / "summary.json")
     folds = {fold: _subset(pooled, set(record["cases"])) for fold, record in records.items()}
-    result = CrossvalResult(out, pooled, folds, _unfinished_folds(work))
+    pairs = [(out / f"{case.case_id}.nii.gz", dataset.case(case.case_id).label) for case in pooled.cases]
+    postprocessing = decide_postprocessing(pairs, pooled.classes, pooled.ignore_label)
+    write_json(work.postprocessing(), postprocessing.to_json())
+    result = CrossvalResult(out, pooled, folds, _unfinished_folds(work), postprocessing, work.postprocessing())
     write_json(out / CROSSVAL_FILE, result.to_json())
     return result
 

@@ -24,6 +24,7 @@ from clinix.infer.predictor import Predictor
 from clinix.io.image import read_geometry
 from clinix.parallel import progress_bar
 from clinix.plan.model import Plan, load_plan
+from clinix.postprocess import Postprocessing, load_postprocessing
 from clinix.preprocess import plan_digest, preprocess_case, restore_label_map, restore_probabilities
 from clinix.workdir import WorkDir
 
@@ -65,6 +66,7 @@ class PredictionSummary:
     folds: list[FoldName] = field(default_factory=list)
     device: str = ""
     precision: str = ""
+    postprocessing: str = "none"
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[CaseFailure] = field(default_factory=list)
@@ -129,8 +131,13 @@ def predict_folder(
     overwrite: bool = False,
     batch_tiles: int | None = None,
     precision: str = "auto",
+    postprocess: bool = True,
 ) -> PredictionSummary:
-    """Predict every case of ``in_dir`` (a folder or one image) into ``out_dir`` (module docstring)."""
+    """Predict every case of ``in_dir`` (a folder or one image) into ``out_dir`` (module docstring).
+
+    With ``postprocess`` the label maps get the rules of ``WORK/results/<config>/postprocessing.json``
+    when ``clinix crossval`` wrote one (the probabilities are saved before them, as nnU-Net's).
+    """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
     cases = discover_inputs(in_dir)
@@ -138,7 +145,8 @@ def predict_folder(
         raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
     chosen = [fold for fold, _ in selected]
     predictor = load_predictor(workdir, chosen, checkpoint, device, tta, step, batch_tiles, precision)
-    summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite)
+    rules = load_postprocessing(WorkDir(workdir).postprocessing()) if postprocess else None
+    summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite, rules)
     summary.folds = [fold for fold, _ in selected]
     return summary
 
@@ -149,9 +157,15 @@ def predict_cases(
     out_dir: Path,
     save_probabilities: bool = False,
     overwrite: bool = False,
+    postprocessing: Postprocessing | None = None,
 ) -> PredictionSummary:
-    """Predict ``cases`` with ``predictor`` into ``out_dir``; one case's ClinixError fails that case alone."""
+    """Predict ``cases`` with ``predictor`` into ``out_dir``; one case's ClinixError fails that case alone.
+
+    ``postprocessing``: rules applied to each label map on the input's grid (clinix.postprocess).
+    """
     summary = PredictionSummary(Path(out_dir), device=str(predictor.device), precision=predictor.precision)
+    if postprocessing is not None:
+        summary.postprocessing = postprocessing.describe()
     with progress_bar() as progress:
         task = progress.add_task("predict", total=len(cases))
         for case in cases:
@@ -161,7 +175,7 @@ def predict_cases(
             else:
                 start = time.perf_counter()
                 try:
-                    predict_case(predictor, case, out_dir, save_probabilities, summary.stages)
+                    predict_case(predictor, case, out_dir, save_probabilities, summary.stages, postprocessing)
                 except ClinixError as error:
                     summary.failed.append(CaseFailure(case.case_id, str(error)))
                 else:
@@ -187,8 +201,10 @@ def predict_case(
     out_dir: Path,
     save_probabilities: bool = False,
     times: StageTimes | None = None,
+    postprocessing: Postprocessing | None = None,
 ) -> Path:
-    """Read, predict and write one case; returns the label map's path. ``times`` gains each stage's seconds."""
+    """Read, predict and write one case; returns the label map's path. ``times`` gains each stage's seconds
+    (the postprocessing counts as restoring)."""
     plan, times = predictor.plan, times or StageTimes()
     with times("read"):
         check_memory(case, plan, save_probabilities)
@@ -207,5 +223,7 @@ def predict_case(
         del restored
     with times("restore"):
         labels = restore_label_map(probabilities, properties, plan)
+        if postprocessing is not None:
+            labels = postprocessing.apply(labels, geometry.spacing)
     with times("write"):
         return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)

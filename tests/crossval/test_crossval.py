@@ -15,6 +15,7 @@ from clinix.cli import app
 from clinix.crossval import crossval, train_and_validate
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
+from clinix.postprocess import load_postprocessing
 from clinix.train import TrainingOptions
 from clinix.workdir import WorkDir
 from tests.crossval.conftest import SPLITS, two_fold_workdir
@@ -55,6 +56,9 @@ def test_the_cli_prints_the_table_and_exits_0(folds: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "cross-validation: folds 0, 1, 5 cases" in result.output
     assert "±" in result.output and "organ" in result.output
+    decision = load_postprocessing(WorkDir(folds).postprocessing())  # decided on the merged predictions
+    assert decision is not None and decision.evidence["cases"] == 5
+    assert f"postprocessing: {decision.describe()}" in " ".join(result.output.split())
 
 
 def test_an_unfinished_fold_is_left_out_and_named(folds: Path) -> None:

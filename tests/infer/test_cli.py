@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,30 @@ def test_no_trained_fold_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"error: no trained fold in {tmp_path / 'empty' / 'results' / '3d_fullres'}; run 'clinix train'"
     ]
+
+
+def test_the_postprocessing_of_crossval_is_applied_unless_switched_off(workdir: Path, tmp_path: Path) -> None:
+    in_dir = tmp_path / "in"
+    write_case(in_dir, "case")
+    assert predict(workdir, in_dir, tmp_path / "plain", "--no-tta").exit_code == 0
+    plain, _ = read_label(tmp_path / "plain" / "case.nii.gz")
+    assert np.count_nonzero(plain), "the random network must predict some foreground for this test"
+    rule = {"name": "everything", "labels": [1, 2], "keep": "min_volume", "min_volume_mm3": 1e12}
+    content = {"format": 1, "foreground_largest": False, "foreground_labels": [1, 2], "rules": [rule]}
+    (workdir / "results" / "3d_fullres" / "postprocessing.json").write_text(json.dumps(content))
+    result = predict(workdir, in_dir, tmp_path / "post", "--no-tta")
+    assert result.exit_code == 0, result.output
+    assert "postprocessing: everything: components under 1e+12 mm³ removed" in result.output
+    assert not read_label(tmp_path / "post" / "case.nii.gz")[0].any()
+    assert predict(workdir, in_dir, tmp_path / "off", "--no-tta", "--no-postprocess").exit_code == 0
+    assert np.array_equal(read_label(tmp_path / "off" / "case.nii.gz")[0], plain)
+
+
+def test_a_broken_postprocessing_file_is_one_line_and_exit_2(workdir: Path, tmp_path: Path) -> None:
+    write_case(tmp_path / "in", "case")
+    path = workdir / "results" / "3d_fullres" / "postprocessing.json"
+    path.write_text('{"format": 9}')
+    result = predict(workdir, tmp_path / "in", tmp_path / "out", "--no-tta")
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: {path}: postprocessing format 9; this clinix reads 1"]
+    assert not (tmp_path / "out").exists()
