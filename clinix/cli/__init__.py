@@ -5,6 +5,7 @@ from __future__ import annotations
 from clinix.cli import (  # noqa: F401  (each module registers its command on the app)
     crossval,
     evaluate,
+    export,
     fingerprint,
     info,
     phantom,

@@ -27,6 +27,13 @@ def predict(
     in_path: Path = typer.Argument(..., help="Folder of CASE_XXXX images (or one file per case), or one image."),
     out_dir: Path = typer.Argument(..., help="Folder for CASE<ending> label maps (created if missing)."),
     workdir: Path = options.WORKDIR,
+    model: Path = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="A model bundle from 'clinix export' (model.zip) instead of the working folder's folds.",
+        show_default=False,
+    ),
     folds: str = typer.Option(None, "--folds", help=FOLDS_HELP, show_default=False),
     checkpoint: str = typer.Option("final", "--checkpoint", help="Which checkpoint of each fold: final or best."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Mirror test-time augmentation on all axes (8 passes)."),
@@ -59,11 +66,16 @@ def predict(
     ),
 ) -> None:
     """Predict label maps with the input's exact geometry; a bad input fails alone (exit code 2 at the end)."""
+    from clinix.bundle import predict_with_bundle
     from clinix.infer import predict_folder
 
     chosen_folds = folds if folds in (None, "all", "best") else options.parse_int_list("--folds", folds)
-    summary = predict_folder(
-        resolve_workdir(workdir),
+    if model is not None:
+        run, source = predict_with_bundle, model
+    else:
+        run, source = predict_folder, resolve_workdir(workdir)
+    summary = run(
+        source,
         in_path,
         out_dir,
         folds=chosen_folds,

@@ -26,9 +26,18 @@ def train(
         None, "--val-iters", min=1, help="Validation iterations per epoch (default: the plan's).", show_default=False
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue from checkpoint_latest.pt (or only validate a finished run)."
+        False,
+        "--resume",
+        help="Continue a stopped run; with --epochs above a finished run's, train it on (the schedule restarts).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a fold folder that holds a run."),
+    keep_every: int = typer.Option(
+        None,
+        "--keep-every",
+        min=1,
+        help="Also keep checkpoint_epoch_E.pt every K epochs (default: only latest, best and final).",
+        show_default=False,
+    ),
     seed: int = typer.Option(
         None, "--seed", min=0, help="Seed of every random stream (default 0, or the resumed run's).", show_default=False
     ),
@@ -60,6 +69,7 @@ def train(
         val_iterations=val_iterations,
         resume=resume,
         overwrite=overwrite,
+        keep_every=keep_every,
         seed=seed,
         workers=workers,
     )

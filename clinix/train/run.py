@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from clinix import __version__
-from clinix.checkpoint import BEST, FINAL, LATEST, capture_rng_state, restore_rng_state
+from clinix.checkpoint import BEST, FINAL, LATEST, capture_rng_state, load_checkpoint, restore_rng_state
 from clinix.errors import ClinixError
 from clinix.net.network import ClinixUNet, NetworkConfig
 from clinix.net.registry import build_network
@@ -46,6 +46,7 @@ class TrainingOptions:
     workers: int | None = None
     resume: bool = False
     overwrite: bool = False
+    keep_every: int | None = None  # also keep checkpoint_epoch_E.pt every this many epochs
     echo: bool = True
 
 
@@ -91,17 +92,22 @@ class Run:
     amp_dtype: torch.dtype | None
     log: TrainingLog
     progress: Progress = field(default_factory=Progress)
+    keep_every: int | None = None
 
 
 def starting_checkpoint(folder: Path, options: TrainingOptions, context: DistributedContext) -> Path | None:
-    """The checkpoint to continue from (``resume``: final, else latest), or None for a fresh run.
+    """The checkpoint to continue from, or None for a fresh run.
 
-    A fresh run in a folder that holds one is refused unless ``overwrite``, which deletes its checkpoints.
+    ``resume``: the final checkpoint, unless the latest is further on (a run extended beyond its final
+    epochs and stopped on the way). A fresh run in a folder that holds one is refused unless ``overwrite``,
+    which deletes its checkpoints.
     """
     existing = [folder / name for name in (FINAL, LATEST) if (folder / name).is_file()]
     if options.resume:
         if not existing:
             raise ClinixError(f"--resume: {folder} holds no {LATEST} or {FINAL} to continue from")
+        if len(existing) == 2 and _epoch_of(existing[1]) > _epoch_of(existing[0]):
+            return existing[1]
         return existing[0]
     if existing and not options.overwrite:
         raise ClinixError(
@@ -110,10 +116,14 @@ def starting_checkpoint(folder: Path, options: TrainingOptions, context: Distrib
         )
     barrier(context)  # every rank has looked before rank 0 deletes
     if existing and context.is_main:
-        for name in (FINAL, LATEST, BEST):
-            (folder / name).unlink(missing_ok=True)
+        for path in [folder / name for name in (FINAL, LATEST, BEST)] + list(folder.glob("checkpoint_epoch_*.pt")):
+            path.unlink(missing_ok=True)
     barrier(context)
     return None
+
+
+def _epoch_of(path: Path) -> int:
+    return int(load_checkpoint(path, mmap=True)["epoch"])
 
 
 def with_overrides(plan: Plan, options: TrainingOptions) -> Plan:
@@ -168,6 +178,7 @@ def build_run(
         ),
         amp_dtype=amp_dtype,
         log=TrainingLog(folder, enabled=context.is_main, echo=options.echo),
+        keep_every=options.keep_every,
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -31,6 +31,7 @@ from clinix.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from clinix.errors import ClinixError
 from clinix.parallel import default_workers
 from clinix.plan.model import Plan, load_plan
 from clinix.train.augment import AugmentationSettings, augment_batch, enlarged_patch_size
@@ -106,13 +107,36 @@ def _train(
     warn_if_planned_for_another_device(planned, device)
     run = build_run(with_overrides(planned, options), fold, folder, options, context, device, checkpoint)
     require_preprocessed_for(run.plan, workdir, train_ids + val_ids, resumed=checkpoint is not None)
-    if checkpoint_path is not None and checkpoint_path.name == FINAL:
+    if checkpoint_path is not None and checkpoint_path.name == FINAL and not _extends(run):
         run.log.line(f"{FINAL} exists: the run is finished ({run.progress.epoch} epochs)", echo=True)
     else:
         _fit(run, workdir, train_ids, val_ids, options.workers)
     return TrainingResult(
         fold, folder, run.progress.epoch, run.progress.best_ema, run.progress.ema, main_process=context.is_main
     )
+
+
+def _extends(run: Run) -> bool:
+    """Whether a finished run is to train on (``--epochs`` above its epochs); logs the learning-rate jump.
+
+    Fewer epochs than it finished is a ClinixError: a run cannot be shortened.
+    """
+    done, epochs, optimizer = run.progress.epoch, run.plan.epochs, run.plan.optimizer
+    if epochs < done:
+        raise ClinixError(
+            f"{run.folder} finished {done} epochs; --epochs {epochs} cannot shorten it "
+            "(train a new run with --overwrite)"
+        )
+    if epochs == done:
+        return False
+    last = run.progress.history[-1]["lr"] if run.progress.history else float("nan")
+    restart = poly_lr(optimizer.lr, done, epochs, optimizer.poly_exponent)
+    run.log.line(
+        f"extending the finished run from {done} to {epochs} epochs: the poly schedule is recomputed for "
+        f"{epochs} epochs, so the learning rate jumps back up from {last:.3g} to {restart:.3g}",
+        echo=True,
+    )
+    return True
 
 
 def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], workers: int | None) -> None:
@@ -267,4 +291,6 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
             save_checkpoint(run.folder / BEST, state)
             run.log.line(f"new best EMA pseudo-Dice {progress.best_ema:.4f}")
         save_checkpoint(run.folder / LATEST, state)
+        if run.keep_every and progress.epoch % run.keep_every == 0:
+            save_checkpoint(run.folder / f"checkpoint_epoch_{progress.epoch}.pt", state)
     barrier(run.context)

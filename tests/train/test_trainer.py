@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from clinix.checkpoint import CHECKPOINT_KEYS
+from clinix.checkpoint import CHECKPOINT_KEYS, save_checkpoint
 from clinix.cli import app
 from clinix.crossval import train_and_validate
 from clinix.data import write_phantom_dataset
@@ -21,6 +21,8 @@ from clinix.io.atomic import write_json
 from clinix.plan import load_plan, plan_experiment
 from clinix.preprocess import preprocess_dataset
 from clinix.train import TrainingOptions, trainer
+from clinix.train.distributed import DistributedContext
+from clinix.train.run import starting_checkpoint
 from clinix.train.trainer import train_fold
 from clinix.workdir import WorkDir
 
@@ -150,6 +152,51 @@ def test_resuming_a_finished_run_trains_nothing(straight_run: Path, tmp_path: Pa
     assert result.epochs == EPOCHS
     assert (_fold_folder(workdir) / "metrics.jsonl").read_text() == before
     assert "the run is finished (3 epochs)" in (_fold_folder(workdir) / "log.txt").read_text()
+
+
+def test_a_finished_run_extended_with_more_epochs_trains_on_with_the_schedule_recomputed(
+    straight_run: Path, tmp_path: Path
+) -> None:
+    workdir = Path(shutil.copytree(straight_run, tmp_path / "extended"))
+    before = _metrics(workdir)
+    result = train_fold(workdir, 0, **TINY_RUN, resume=True, epochs=5)
+    assert result.epochs == 5
+    metrics = _metrics(workdir)
+    assert [m["epoch"] for m in metrics] == [0, 1, 2, 3, 4] and metrics[:3] == before
+    lr0 = load_plan(workdir).optimizer.lr
+    assert [m["lr"] for m in metrics[3:]] == pytest.approx([lr0 * (2 / 5) ** 0.9, lr0 * (1 / 5) ** 0.9])
+    final = torch.load(_fold_folder(workdir) / "checkpoint_final.pt", weights_only=True)
+    assert final["epoch"] == 5 and final["plan"]["epochs"] == 5
+    log = (_fold_folder(workdir) / "log.txt").read_text()
+    jump = f"from {lr0 * (1 / 3) ** 0.9:.3g} to {lr0 * (2 / 5) ** 0.9:.3g}"
+    assert "extending the finished run from 3 to 5 epochs" in log and f"jumps back up {jump}" in log
+    again = train_fold(workdir, 0, **TINY_RUN, resume=True)  # the same 5 epochs: finished, nothing trained
+    assert again.epochs == 5 and _metrics(workdir) == metrics
+
+
+def test_a_finished_run_cannot_be_shortened(straight_run: Path, tmp_path: Path) -> None:
+    workdir = Path(shutil.copytree(straight_run, tmp_path / "shorter"))
+    with pytest.raises(ClinixError, match=r"finished 3 epochs; --epochs 2 cannot shorten it"):
+        train_fold(workdir, 0, **TINY_RUN, resume=True, epochs=2)
+
+
+def test_resume_takes_the_latest_checkpoint_when_an_extension_got_further(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "checkpoint_final.pt", {"model": {}, "epoch": 3})
+    save_checkpoint(tmp_path / "checkpoint_latest.pt", {"model": {}, "epoch": 4})
+    context = DistributedContext()
+    assert starting_checkpoint(tmp_path, TrainingOptions(resume=True), context).name == "checkpoint_latest.pt"
+    save_checkpoint(tmp_path / "checkpoint_latest.pt", {"model": {}, "epoch": 3})
+    assert starting_checkpoint(tmp_path, TrainingOptions(resume=True), context).name == "checkpoint_final.pt"
+
+
+def test_only_latest_best_and_final_are_kept_unless_keep_every_asks(straight_run: Path, workdir: Path) -> None:
+    assert not list(_fold_folder(straight_run).glob("checkpoint_epoch_*"))
+    train_fold(workdir, 0, **TINY_RUN, keep_every=2)
+    [kept] = _fold_folder(workdir).glob("checkpoint_epoch_*")
+    assert kept.name == "checkpoint_epoch_2.pt"
+    assert torch.load(kept, weights_only=True)["epoch"] == 2
+    train_fold(workdir, 0, **TINY_RUN, overwrite=True)  # a fresh run removes the old snapshots
+    assert not list(_fold_folder(workdir).glob("checkpoint_epoch_*"))
 
 
 def test_resume_without_a_checkpoint_is_a_clinix_error(workdir: Path) -> None:
