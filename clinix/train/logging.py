@@ -1,13 +1,18 @@
-"""What a training run leaves to read: ``log.txt``, ``metrics.jsonl`` and ``progress.png`` (reference §5.6).
+"""What a training run leaves to read: ``log.txt``, ``metrics.jsonl``, ``metrics.csv``, ``progress.png``
+(reference §5.6), and TensorBoard event files in ``tensorboard/`` when the ``tensorboard`` package is
+installed (``pip install clinix[tensorboard]``; nothing needs it).
 
 ``metrics.jsonl`` holds one JSON object per completed epoch: ``epoch``, ``train_loss``, ``val_loss``,
 ``pseudo_dice`` (class name -> value), ``mean`` (their nanmean), ``ema``, ``lr``, ``seconds``; undefined
 values are ``null``. It is rewritten from the checkpoint's history when a run resumes, so it never holds
-an epoch the checkpoint does not.
+an epoch the checkpoint does not. ``metrics.csv`` holds the same, one row per epoch and a ``dice_<class>``
+column per class, empty cells where undefined, rewritten from the history every epoch.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import time
@@ -24,6 +29,9 @@ from clinix.io.atomic import atomic_path, atomic_write
 LOG_FILE = "log.txt"
 METRICS_FILE = "metrics.jsonl"
 PROGRESS_FILE = "progress.png"
+CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "mean", "ema", "lr", "seconds")
 
 EpochRecord = dict[str, Any]
 
@@ -39,6 +47,7 @@ class TrainingLog:
         self.folder = folder
         self.enabled = enabled
         self.console = Console() if enabled and echo else None
+        self.events: Any = None  # the TensorBoard writer, made at the first epoch
         if enabled:
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -86,8 +95,55 @@ class TrainingLog:
             return
         with (self.folder / METRICS_FILE).open("a") as file:
             file.write(json_line(record))
+        atomic_write(self.folder / CSV_FILE, lambda tmp: tmp.write_text(metrics_csv(history), newline=""))
         self.line(epoch_summary(record), echo=True)
         plot_progress(history, self.folder / PROGRESS_FILE)
+        self._record_events(record)
+
+    def _record_events(self, record: EpochRecord) -> None:
+        if self.events is None:
+            self.events = summary_writer(self.folder / TENSORBOARD_DIR) or False
+        if not self.events:
+            return
+        step = record["epoch"]
+        scalars = {
+            "loss/train": record["train_loss"],
+            "loss/val": record["val_loss"],
+            "pseudo_dice/mean": record["mean"],
+            "pseudo_dice/ema": record["ema"],
+            "learning_rate": record["lr"],
+            "seconds_per_epoch": record["seconds"],
+            **{f"pseudo_dice/{name}": value for name, value in record["pseudo_dice"].items()},
+        }
+        for tag, value in scalars.items():
+            if value is not None:
+                self.events.add_scalar(tag, value, step)
+        self.events.flush()
+
+
+def summary_writer(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing into ``folder``, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def metrics_csv(history: Sequence[EpochRecord]) -> str:
+    """``CSV_COLUMNS`` then ``dice_<class>`` per class of the first epoch; undefined values are empty."""
+    classes = list(history[0]["pseudo_dice"]) if history else []
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *(f"dice_{name}" for name in classes)])
+    for record in history:
+        values = [record[column] for column in CSV_COLUMNS] + [record["pseudo_dice"].get(name) for name in classes]
+        writer.writerow(["" if _undefined(value) else value for value in values])
+    return text.getvalue()
+
+
+def _undefined(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def json_line(record: EpochRecord) -> str:
@@ -114,14 +170,15 @@ def epoch_summary(record: EpochRecord) -> str:
 
 
 def plot_progress(history: Sequence[EpochRecord], path: Path) -> None:
-    """Three panels over epochs: losses with pseudo-Dice/EMA on a twin axis, epoch seconds, learning rate."""
+    """Four panels over epochs: losses with pseudo-Dice/EMA on a twin axis, pseudo-Dice per class, epoch
+    seconds, learning rate."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [record["epoch"] for record in history]
-    figure = Figure(figsize=(10, 12))
+    figure = Figure(figsize=(10, 15))
     FigureCanvasAgg(figure)  # a figure of its own, never pyplot's global state or display backend
-    losses, seconds, rates = figure.subplots(3, 1)
+    losses, classes, seconds, rates = figure.subplots(4, 1)
     losses.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train loss")
     losses.plot(epochs, [r["val_loss"] for r in history], color="tab:red", label="val loss")
     dice = losses.twinx()
@@ -131,6 +188,12 @@ def plot_progress(history: Sequence[EpochRecord], path: Path) -> None:
     dice.set_ylabel("pseudo Dice")
     losses.legend(loc="upper left")
     dice.legend(loc="upper right")
+    for name in history[0]["pseudo_dice"] if history else []:
+        values = [_nan_if_none(r["pseudo_dice"].get(name)) for r in history]
+        classes.plot(epochs, values, label=name)
+    classes.set(xlabel="epoch", ylabel="pseudo Dice per class", ylim=(0, 1))
+    if history and history[0]["pseudo_dice"]:
+        classes.legend(loc="lower right")
     seconds.plot(epochs, [r["seconds"] for r in history], color="tab:blue")
     seconds.set(xlabel="epoch", ylabel="epoch time (s)")
     rates.plot(epochs, [r["lr"] for r in history], color="tab:blue")
