@@ -15,6 +15,7 @@ from clinix.workdir import resolve_workdir
 
 if TYPE_CHECKING:
     from clinix.infer import PredictionSummary
+    from clinix.infer.parts import Gathered
 
 FOLDS_HELP = (
     "Folds to ensemble: comma-separated numbers (0,1,2,3,4), 'all' (the fold_all model) or 'best' (the one fold "
@@ -54,6 +55,16 @@ def predict(
         "--postprocess/--no-postprocess",
         help="Apply the postprocessing 'clinix crossval' chose (WORK/results/3d_fullres/postprocessing.json).",
     ),
+    part: str = typer.Option(
+        None,
+        "--part",
+        help="K/N: predict every N-th case from the K-th (0 <= K < N), for N machines or GPUs sharing IN; "
+        "'auto' reads K/N from torchrun or a Slurm job array.",
+        show_default=False,
+    ),
+    gather: bool = typer.Option(
+        False, "--gather", help="Predict nothing: check that every case of IN is in OUT, over all parts."
+    ),
     profile: bool = typer.Option(
         False, "--profile", help="Also print where the time went: read, preprocess, network, restore, write."
     ),
@@ -68,6 +79,12 @@ def predict(
     """Predict label maps with the input's exact geometry; a bad input fails alone (exit code 2 at the end)."""
     from clinix.bundle import predict_with_bundle
     from clinix.infer import predict_folder
+    from clinix.infer.parts import parse_part
+    from clinix.infer.run import gather_predictions
+
+    if gather:
+        _report_gathered(gather_predictions(in_path, out_dir, save_probabilities), out_dir)
+        return
 
     chosen_folds = folds if folds in (None, "all", "best") else options.parse_int_list("--folds", folds)
     if model is not None:
@@ -88,6 +105,7 @@ def predict(
         batch_tiles=batch_tiles,
         precision=precision,
         postprocess=postprocess,
+        part=parse_part(part),
     )
     for failure in summary.failed:
         typer.echo(f"error: {failure}", err=True)
@@ -104,6 +122,22 @@ def predict(
     if profile:
         Console().print(profile_table(summary))
     if summary.failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _report_gathered(gathered: Gathered, out_dir: Path) -> None:
+    """The table of ``--gather``; exit 2 when a case has no output yet."""
+    for case_id in gathered.missing:
+        reason = gathered.failed.get(case_id, "not predicted yet (run its part again)")
+        typer.echo(f"error: {case_id}: {reason}", err=True)
+    table = Table(title=f"clinix predict --gather -> {out_dir}")
+    for column in ("cases", "done", "missing", "part summaries", "seconds per case"):
+        table.add_column(column)
+    per_case = f"{sum(gathered.seconds) / len(gathered.seconds):.2f}" if gathered.seconds else "-"
+    counts = (len(gathered.cases), len(gathered.done), len(gathered.missing), len(gathered.parts))
+    table.add_row(*(str(n) for n in counts), per_case)
+    Console().print(table)
+    if not gathered.complete:
         raise typer.Exit(EXIT_BAD_INPUT)
 
 

@@ -20,6 +20,7 @@ from clinix.infer.export import output_files, write_label_map, write_probabiliti
 from clinix.infer.folds import FoldName, select_fold_checkpoints
 from clinix.infer.inputs import InputCase, discover_inputs, read_input_case
 from clinix.infer.memory import memory_problem
+from clinix.infer.parts import Gathered, Part, gather_parts, select_part, write_part_summary
 from clinix.infer.predictor import Predictor
 from clinix.io.image import read_geometry
 from clinix.parallel import progress_bar
@@ -132,15 +133,18 @@ def predict_folder(
     batch_tiles: int | None = None,
     precision: str = "auto",
     postprocess: bool = True,
+    part: Part | None = None,
 ) -> PredictionSummary:
     """Predict every case of ``in_dir`` (a folder or one image) into ``out_dir`` (module docstring).
 
     With ``postprocess`` the label maps get the rules of ``WORK/results/<config>/postprocessing.json``
     when ``clinix crossval`` wrote one (the probabilities are saved before them, as nnU-Net's).
+    ``part`` (K, N): only every N-th case from the K-th, and a summary of this part in ``out_dir``
+    (clinix.infer.parts).
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
-    cases = discover_inputs(in_dir)
+    cases = select_part(discover_inputs(in_dir), part)
     if in_dir.is_dir() and out_dir.resolve() == in_dir.resolve():
         raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
     chosen = [fold for fold, _ in selected]
@@ -148,7 +152,33 @@ def predict_folder(
     rules = load_postprocessing(WorkDir(workdir).postprocessing()) if postprocess else None
     summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite, rules)
     summary.folds = [fold for fold, _ in selected]
+    if part is not None:
+        write_part_summary(out_dir, part, _summary_record(summary, cases))
     return summary
+
+
+def _summary_record(summary: PredictionSummary, cases: Sequence[InputCase]) -> dict:
+    return {
+        "cases": [case.case_id for case in cases],
+        "written": summary.written,
+        "skipped": summary.skipped,
+        "failed": [{"case": failure.case_id, "message": failure.message} for failure in summary.failed],
+        "seconds": summary.seconds,
+        "folds": summary.folds,
+        "device": summary.device,
+        "precision": summary.precision,
+        "postprocessing": summary.postprocessing,
+    }
+
+
+def gather_predictions(in_dir: str | Path, out_dir: str | Path, save_probabilities: bool = False) -> Gathered:
+    """``clinix predict --gather``: which cases of ``in_dir`` have every output in ``out_dir`` (all parts)."""
+    cases, out_dir = discover_inputs(Path(in_dir)), Path(out_dir)
+    present = [
+        all(file.is_file() for file in output_files(out_dir, case.case_id, case.ending, save_probabilities))
+        for case in cases
+    ]
+    return gather_parts([case.case_id for case in cases], present, out_dir)
 
 
 def predict_cases(
