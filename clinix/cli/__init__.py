@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clinix.cli import (  # noqa: F401  (each module registers its command on the app)
+    best,
     crossval,
     evaluate,
     export,

@@ -32,7 +32,8 @@ def predict(
         None,
         "--model",
         "-m",
-        help="A model bundle from 'clinix export' (model.zip) instead of the working folder's folds.",
+        help="A model bundle from 'clinix export' (model.zip), or the inference.json of 'clinix best', instead "
+        "of the working folder's folds.",
         show_default=False,
     ),
     folds: str = typer.Option(None, "--folds", help=FOLDS_HELP, show_default=False),
@@ -78,6 +79,7 @@ def predict(
 ) -> None:
     """Predict label maps with the input's exact geometry; a bad input fails alone (exit code 2 at the end)."""
     from clinix.bundle import predict_with_bundle
+    from clinix.ensemble import predict_with_inference
     from clinix.infer import predict_folder
     from clinix.infer.parts import parse_part
     from clinix.infer.run import gather_predictions
@@ -88,7 +90,7 @@ def predict(
 
     chosen_folds = folds if folds in (None, "all", "best") else options.parse_int_list("--folds", folds)
     if model is not None:
-        run, source = predict_with_bundle, model
+        run, source = predict_with_inference if model.suffix.lower() == ".json" else predict_with_bundle, model
     else:
         run, source = predict_folder, resolve_workdir(workdir)
     summary = run(

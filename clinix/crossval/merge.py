@@ -132,7 +132,8 @@ def finished_fold_records(work: WorkDir) -> dict[int, dict[str, Any]]:
             ) from None
     first = finished[0]
     for fold in finished[1:]:
-        if records[fold]["plan_digest"] != records[first]["plan_digest"]:
+        keys = ("plan_digest", "model_digest")
+        if any(records[fold].get(key) != records[first].get(key) for key in keys):
             raise ClinixError(
                 f"fold {fold} was trained on another plan than fold {first}; retrain one of them on the "
                 f"current plan ('clinix train --fold {fold} --overwrite') before 'clinix crossval'"

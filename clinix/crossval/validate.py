@@ -4,13 +4,16 @@ Every validation case of the fold is predicted in full (sliding window) with the
 written in its original geometry into ``fold_F/validation/``, and evaluated into
 ``validation/summary.json`` (+ ``.csv``). With ``save_probabilities`` each case also gets
 ``CASE.npz`` / ``CASE.json`` (the probabilities on the input's grid, as ``clinix predict``), which
-cross-validation ensembles and configuration comparisons need. The plan digest of the checkpoint is
-stored in ``validation/validation.json``, so ``clinix crossval`` can refuse folds of different plans.
+cross-validation ensembles and configuration comparisons need. The digests of the checkpoint's plan
+(preprocessing, and network / loss / patch) are stored in ``validation/validation.json``, so
+``clinix crossval`` can refuse folds of different plans.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -92,6 +95,7 @@ def validate_fold(
         "fold": fold,
         "cases": list(case_ids),
         "plan_digest": plan_digest(plan),
+        "model_digest": model_digest(plan),
         "tta": tta,
         "probabilities": save_probabilities,
         "epochs": checkpoint["epoch"],
@@ -100,6 +104,12 @@ def validate_fold(
     dice = summary.foreground_mean.get("DSC")
     log.line(f"validation mean DSC {dice if dice is None else round(dice, 4)}: {summary_path}")
     return FoldValidation(summary_path, summary.foreground_mean, list(case_ids))
+
+
+def model_digest(plan: Plan) -> str:
+    """What must agree for folds to form one model: the network family, loss, topology and patch."""
+    model = {"arch": plan.arch, "loss": plan.loss, "network": plan.network, "patch_size": plan.patch_size}
+    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_and_validate(

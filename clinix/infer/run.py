@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from clinix.checkpoint import load_checkpoint
 from clinix.errors import ClinixError, ClinixWarning, DatasetError
 from clinix.infer.export import output_files, write_label_map, write_probabilities
@@ -26,7 +28,13 @@ from clinix.io.image import read_geometry
 from clinix.parallel import progress_bar
 from clinix.plan.model import Plan, load_plan
 from clinix.postprocess import Postprocessing, load_postprocessing
-from clinix.preprocess import plan_digest, preprocess_case, restore_label_map, restore_probabilities
+from clinix.preprocess import (
+    labels_from_probabilities,
+    plan_digest,
+    preprocess_case,
+    restore_label_map,
+    restore_probabilities,
+)
 from clinix.workdir import WorkDir
 
 
@@ -142,16 +150,36 @@ def predict_folder(
     ``part`` (K, N): only every N-th case from the K-th, and a summary of this part in ``out_dir``
     (clinix.infer.parts).
     """
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
     selected = select_fold_checkpoints(Path(workdir), folds, checkpoint)
-    cases = select_part(discover_inputs(in_dir), part)
-    if in_dir.is_dir() and out_dir.resolve() == in_dir.resolve():
-        raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
+    cases = input_cases(in_dir, out_dir, part)
     chosen = [fold for fold, _ in selected]
     predictor = load_predictor(workdir, chosen, checkpoint, device, tta, step, batch_tiles, precision)
     rules = load_postprocessing(WorkDir(workdir).postprocessing()) if postprocess else None
-    summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite, rules)
-    summary.folds = [fold for fold, _ in selected]
+    return predict_part(predictor, cases, Path(out_dir), part, save_probabilities, overwrite, rules, chosen)
+
+
+def input_cases(in_dir: str | Path, out_dir: str | Path, part: Part | None = None) -> list[InputCase]:
+    """The cases of ``in_dir`` (of ``part``); a ClinixError when ``out_dir`` is the input folder."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    cases = select_part(discover_inputs(in_dir), part)
+    if in_dir.is_dir() and out_dir.resolve() == in_dir.resolve():
+        raise ClinixError(f"{out_dir}: the output folder must differ from the input folder")
+    return cases
+
+
+def predict_part(
+    predictor: Predictor | Sequence[Predictor],
+    cases: Sequence[InputCase],
+    out_dir: Path,
+    part: Part | None,
+    save_probabilities: bool,
+    overwrite: bool,
+    postprocessing: Postprocessing | None,
+    folds: list[FoldName],
+) -> PredictionSummary:
+    """``predict_cases``, then the summary of ``part`` (when one) in ``out_dir``."""
+    summary = predict_cases(predictor, cases, out_dir, save_probabilities, overwrite, postprocessing)
+    summary.folds = folds
     if part is not None:
         write_part_summary(out_dir, part, _summary_record(summary, cases))
     return summary
@@ -182,7 +210,7 @@ def gather_predictions(in_dir: str | Path, out_dir: str | Path, save_probabiliti
 
 
 def predict_cases(
-    predictor: Predictor,
+    predictor: Predictor | Sequence[Predictor],
     cases: Sequence[InputCase],
     out_dir: Path,
     save_probabilities: bool = False,
@@ -191,9 +219,13 @@ def predict_cases(
 ) -> PredictionSummary:
     """Predict ``cases`` with ``predictor`` into ``out_dir``; one case's ClinixError fails that case alone.
 
-    ``postprocessing``: rules applied to each label map on the input's grid (clinix.postprocess).
+    ``predictor``: one, or several whose probabilities on the input's grid are averaged
+    (``predict_ensemble_case``). ``postprocessing``: rules applied to each label map on the input's grid
+    (clinix.postprocess).
     """
-    summary = PredictionSummary(Path(out_dir), device=str(predictor.device), precision=predictor.precision)
+    members = [predictor] if isinstance(predictor, Predictor) else list(predictor)
+    first = members[0]
+    summary = PredictionSummary(Path(out_dir), device=str(first.device), precision=first.precision)
     if postprocessing is not None:
         summary.postprocessing = postprocessing.describe()
     with progress_bar() as progress:
@@ -205,7 +237,12 @@ def predict_cases(
             else:
                 start = time.perf_counter()
                 try:
-                    predict_case(predictor, case, out_dir, save_probabilities, summary.stages, postprocessing)
+                    if len(members) == 1:
+                        predict_case(first, case, out_dir, save_probabilities, summary.stages, postprocessing)
+                    else:
+                        predict_ensemble_case(
+                            members, case, out_dir, save_probabilities, summary.stages, postprocessing
+                        )
                 except ClinixError as error:
                     summary.failed.append(CaseFailure(case.case_id, str(error)))
                 else:
@@ -256,4 +293,42 @@ def predict_case(
         if postprocessing is not None:
             labels = postprocessing.apply(labels, geometry.spacing)
     with times("write"):
+        return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)
+
+
+def predict_ensemble_case(
+    predictors: Sequence[Predictor],
+    case: InputCase,
+    out_dir: Path,
+    save_probabilities: bool = False,
+    times: StageTimes | None = None,
+    postprocessing: Postprocessing | None = None,
+) -> Path:
+    """``predict_case`` for several models, each with its own plan: each one's probabilities are restored
+    to the input's grid, and the mean decides the labels (``labels_from_probabilities``)."""
+    times, first = times or StageTimes(), predictors[0].plan
+    with times("read"):
+        for predictor in predictors:
+            check_memory(case, predictor.plan, save_probabilities)
+        image, geometry = read_input_case(case, first.channel_names)
+    total = None
+    for predictor in predictors:
+        with times("preprocess"):
+            data, _, properties = preprocess_case(image, None, geometry, predictor.plan, case.case_id)
+        with times("network"):
+            probabilities = predictor.predict_preprocessed(data)
+            del data
+        with times("restore"):
+            restored = restore_probabilities(probabilities, properties, predictor.plan)
+            del probabilities
+            total = restored if total is None else np.add(total, restored, out=total)
+    del image
+    with times("restore"):
+        total /= len(predictors)
+        labels = labels_from_probabilities(total, first.labels)
+        if postprocessing is not None:
+            labels = postprocessing.apply(labels, geometry.spacing)
+    with times("write"):
+        if save_probabilities:
+            write_probabilities(out_dir, case.case_id, total, first.labels.output_names)
         return write_label_map(out_dir, case.case_id, case.ending, labels, geometry)

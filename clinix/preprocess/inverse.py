@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clinix.io.labels import LabelSet
 from clinix.plan.model import Plan
 from clinix.preprocess.case import CaseProperties
 from clinix.preprocess.crop import box_slices, uncrop
@@ -61,3 +62,20 @@ def restore_label_map(prediction: np.ndarray, properties: CaseProperties, plan: 
         labels = resampled_argmax(channels, properties.shape_after_crop, *spacings, order, plan.resampling)
     dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
     return uncrop(labels.astype(dtype), properties.crop_box, tuple(properties.original_shape))
+
+
+def labels_from_probabilities(probabilities: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Probabilities ``(K, Z, Y, X)`` on the original grid (e.g. an ensemble's mean) -> labels ``(Z, Y, X)``.
+
+    The rule of ``restore_label_map`` without resampling: the argmax for classes; for regions each
+    region's value where its probability exceeds 0.5, later regions over earlier ones. uint8 (uint16 above
+    255).
+    """
+    if labels.is_region_based:
+        result = np.zeros(probabilities.shape[1:], dtype=np.int16)
+        for region, value in zip(probabilities, labels.region_values(), strict=True):
+            result[region > 0.5] = value
+    else:
+        result = np.argmax(probabilities, axis=0)
+    dtype = np.uint8 if result.max(initial=0) < 256 else np.uint16
+    return result.astype(dtype)

@@ -96,9 +96,10 @@ def test_validate_only_without_a_final_checkpoint_is_refused(tmp_path: Path) -> 
         train_and_validate(workdir, 0, TrainingOptions(**TINY_RUN), validate_only=True)
 
 
-def test_folds_trained_on_different_plans_are_refused(folds: Path) -> None:
+@pytest.mark.parametrize("digest", ["plan_digest", "model_digest"])  # preprocessing; network, loss, patch
+def test_folds_trained_on_different_plans_are_refused(folds: Path, digest: str) -> None:
     record_path = WorkDir(folds).validation(1) / "validation.json"
-    write_json(record_path, {**json.loads(record_path.read_text()), "plan_digest": "another"})
+    write_json(record_path, {**json.loads(record_path.read_text()), digest: "another"})
     result = runner.invoke(app, ["crossval", "-w", str(folds)])
     assert result.exit_code == 2
     assert "fold 1 was trained on another plan than fold 0" in result.output
