@@ -27,6 +27,7 @@ def crossval(workdir: Path = options.WORKDIR, workers: int = options.WORKERS) ->
     result = run_crossval(resolve_workdir(workdir), workers=workers)
     console = Console()
     console.print(crossval_table(result))
+    console.print(per_fold_table(result))
     evidence = result.postprocessing.evidence
     console.print(
         f"postprocessing: {result.postprocessing.describe()} (mean DSC {evidence['baseline']['mean_dsc']} -> "
@@ -54,6 +55,22 @@ def crossval_table(result: CrossvalResult) -> Table:
             spread = statistics[name][metric]
             cells += [_number(values.get(metric, math.nan), digits), _spread(spread, digits)]
         table.add_row(name, *cells, end_section=name == list(pooled)[-2])
+    return table
+
+
+def per_fold_table(result: CrossvalResult) -> Table:
+    """DSC per class (and the mean over classes) of each fold's validation cases."""
+    table = Table(title="DSC per fold")
+    table.add_column("class", no_wrap=True)
+    for fold, summary in sorted(result.folds.items()):
+        table.add_column(f"fold {fold} ({len(summary.cases)})", justify="right")
+    names = [*result.pooled.per_class, "mean"]
+    for name in names:
+        values = [
+            summary.foreground_mean["DSC"] if name == "mean" else summary.per_class[name].mean["DSC"]
+            for _, summary in sorted(result.folds.items())
+        ]
+        table.add_row(name, *(_number(value, 4) for value in values), end_section=name == names[-2])
     return table
 
 
