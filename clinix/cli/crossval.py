@@ -30,8 +30,8 @@ def crossval(workdir: Path = options.WORKDIR, workers: int = options.WORKERS) ->
     console.print(per_fold_table(result))
     evidence = result.postprocessing.evidence
     console.print(
-        f"postprocessing: {result.postprocessing.describe()} (mean DSC {evidence['baseline']['mean_dsc']} -> "
-        f"{evidence['postprocessed']['mean_dsc']}), written to {result.postprocessing_file}"
+        f"postprocessing: {result.postprocessing.describe()} (mean DSC {_number(evidence['baseline']['mean_dsc'], 4)} "
+        f"-> {_number(evidence['postprocessed']['mean_dsc'], 4)}), written to {result.postprocessing_file}"
     )
     if result.unfinished:
         console.print(f"not finished, left out: fold {', '.join(map(str, result.unfinished))}")
@@ -39,21 +39,21 @@ def crossval(workdir: Path = options.WORKDIR, workers: int = options.WORKERS) ->
 
 
 def crossval_table(result: CrossvalResult) -> Table:
-    """Per class and for the mean over classes: the pooled value and mean ± std over folds."""
+    """Per class and for the mean over classes: the pooled values, and the DSC's mean ± std over folds
+    (crossval.json holds the spread of every metric)."""
     folds = sorted(result.folds)
-    table = Table(title=f"cross-validation: folds {', '.join(map(str, folds))}, {len(result.pooled.cases)} cases")
+    table = Table(title=f"cross-validation: folds {', '.join(map(str, folds))}; {len(result.pooled.cases)} cases")
     table.add_column("class", no_wrap=True)
-    for metric, _ in COLUMNS:
-        table.add_column(f"{metric} pooled", justify="right")
-        table.add_column(f"{metric} folds", justify="right")
+    table.add_column("DSC", justify="right")
+    table.add_column("DSC over folds", justify="right", no_wrap=True)
+    for metric, _ in COLUMNS[1:]:
+        table.add_column(f"{metric} mm" if metric == "HD95" else metric, justify="right")
     statistics = result.fold_statistics()
     pooled = {name: summary.mean for name, summary in result.pooled.per_class.items()}
     pooled["mean"] = result.pooled.foreground_mean
     for name, values in pooled.items():
-        cells = []
-        for metric, digits in COLUMNS:
-            spread = statistics[name][metric]
-            cells += [_number(values.get(metric, math.nan), digits), _spread(spread, digits)]
+        cells = [_number(values.get(metric, math.nan), digits) for metric, digits in COLUMNS]
+        cells.insert(1, _spread(statistics[name]["DSC"], 4))
         table.add_row(name, *cells, end_section=name == list(pooled)[-2])
     return table
 
@@ -74,8 +74,8 @@ def per_fold_table(result: CrossvalResult) -> Table:
     return table
 
 
-def _number(value: float, digits: int) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+def _number(value: float | None, digits: int) -> str:
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
 
 
 def _spread(values: dict[str, float], digits: int) -> str:

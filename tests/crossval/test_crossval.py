@@ -54,7 +54,7 @@ def test_the_summary_holds_pooled_values_and_mean_and_std_over_folds(folds: Path
 def test_the_cli_prints_the_table_and_exits_0(folds: Path) -> None:
     result = runner.invoke(app, ["crossval", "-w", str(folds), "-j", "1"])
     assert result.exit_code == 0, result.output
-    assert "cross-validation: folds 0, 1, 5 cases" in result.output
+    assert "cross-validation: folds 0, 1; 5 cases" in result.output
     assert "fold 0 (2)" in result.output and "fold 1 (3)" in result.output  # the per-fold table
     assert "±" in result.output and "organ" in result.output
     decision = load_postprocessing(WorkDir(folds).postprocessing())  # decided on the merged predictions
