@@ -23,6 +23,7 @@ from clinix.io.atomic import atomic_path
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
 FINAL = "checkpoint_final.pt"
+EPOCH_SNAPSHOTS = "checkpoint_epoch_*.pt"  # --keep-every K: epoch_snapshot(E) every K epochs
 CHECKPOINT_KEYS = (
     "model",
     "optimizer",
@@ -39,6 +40,11 @@ CHECKPOINT_KEYS = (
     "clinix_version",
     "mirror_axes",
 )
+
+
+def epoch_snapshot(epoch: int) -> str:
+    """The file name of the snapshot kept after ``epoch`` completed epochs (``EPOCH_SNAPSHOTS``)."""
+    return EPOCH_SNAPSHOTS.replace("*", str(epoch))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

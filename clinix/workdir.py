@@ -14,6 +14,7 @@ Every stage builds its paths here; none joins folder names of its own.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ PLANS_FILE = "plans.json"
 SPLITS_FILE = "splits.json"
 POSTPROCESSING_FILE = "postprocessing.json"
 VALIDATION_DIR = "validation"
+_FOLD_DIR = re.compile(r"fold_(\d+|all)")
 
 
 def resolve_workdir(workdir: str | Path | None) -> Path:
@@ -60,6 +62,13 @@ class WorkDir:
 
     def fold(self, fold: int | str, configuration: str = CONFIGURATION) -> Path:
         return self.results(configuration) / f"fold_{fold}"
+
+    def fold_names(self, configuration: str = CONFIGURATION) -> list[int | str]:
+        """The folds that have a ``fold_F`` folder: the numbered ones ascending, then ``"all"``."""
+        folder = self.results(configuration)
+        names = [m.group(1) for d in folder.glob("fold_*") if d.is_dir() and (m := _FOLD_DIR.fullmatch(d.name))]
+        folds: list[int | str] = sorted(int(name) for name in names if name != "all")
+        return folds + (["all"] if "all" in names else [])
 
     def checkpoint(self, fold: int | str, name: str, configuration: str = CONFIGURATION) -> Path:
         """``name``: final, best or latest."""

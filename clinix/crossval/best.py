@@ -30,7 +30,7 @@ from clinix.ensemble import InferenceConfig, Member
 from clinix.errors import ClinixError
 from clinix.io.atomic import write_json
 from clinix.io.dataset import Dataset, open_dataset
-from clinix.io.image import read_label, write_image
+from clinix.io.image import read_geometry, write_image
 from clinix.metrics import evaluate_folders
 from clinix.plan.model import Plan, load_plan
 from clinix.postprocess import Postprocessing, load_postprocessing
@@ -174,7 +174,7 @@ def _ensemble(first: Trained, second: Trained, dataset: Dataset, workers: int) -
             mean = _probabilities(first, case)
             mean += _probabilities(second, case)
             mean /= 2
-            _, geometry = read_label(dataset.case(case).label)
+            _, _, geometry = read_geometry(dataset.case(case).label)  # the header: no voxels read
             write_image(
                 predictions / f"{case}.nii.gz", labels_from_probabilities(mean, labels), geometry, is_label=True
             )

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -35,7 +34,6 @@ from clinix.postprocess import Postprocessing
 from clinix.workdir import WorkDir
 
 CROSSVAL_FILE = "crossval.json"
-_NUMBERED_FOLD = re.compile(r"fold_(\d+)")
 
 
 @dataclasses.dataclass
@@ -177,9 +175,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _numbered_folds(work: WorkDir, keep: Any) -> list[int]:
-    folder = work.results()
-    numbers = sorted(int(m.group(1)) for d in folder.glob("fold_*") if (m := _NUMBERED_FOLD.fullmatch(d.name)))
-    return [fold for fold in numbers if keep(fold)]
+    return [fold for fold in work.fold_names() if isinstance(fold, int) and keep(fold)]
 
 
 def _unfinished_folds(work: WorkDir) -> list[int]:

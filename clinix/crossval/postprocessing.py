@@ -54,13 +54,18 @@ def decide_postprocessing(
 ) -> Postprocessing:
     """The rules for ``cases`` (prediction, reference label map), with the evidence in ``evidence``."""
     foreground = tuple(sorted({label for spec in classes for label in spec.labels}))
-    baseline = _class_means(_counts(pair, classes, ignore_label) for pair in _read(cases))
-    evidence: dict[str, Any] = {"cases": len(cases), "baseline": _report(baseline), "tried": []}
     chosen = Postprocessing(foreground_labels=foreground)
+    candidate = dataclasses.replace(chosen, foreground_largest=True)
+    steps = [chosen, candidate] if len(classes) > 1 else [chosen]
+    per_step: list[list[Counts]] = [[] for _ in steps]
+    for pair in _read(cases):  # one read of every case for the baseline and the foreground step
+        for counts, step in zip(per_step, steps, strict=True):
+            counts.append(_counts(pair, classes, ignore_label, step))
+    baseline = _class_means(per_step[0])
+    evidence: dict[str, Any] = {"cases": len(cases), "baseline": _report(baseline), "tried": []}
     current = baseline
-    if len(classes) > 1:
-        candidate = dataclasses.replace(chosen, foreground_largest=True)
-        means = _class_means(_counts(pair, classes, ignore_label, candidate) for pair in _read(cases))
+    if len(steps) > 1:
+        means = _class_means(per_step[1])
         kept = _improves(means, current)
         evidence["tried"].append({"step": "foreground largest", **_report(means), "kept": kept})
         if kept:
@@ -103,11 +108,10 @@ def _counts(
     pair: Pair,
     classes: list[ClassSpec],
     ignore_label: int | None,
-    postprocessing: Postprocessing | None = None,
+    postprocessing: Postprocessing,
 ) -> Counts:
     pred, ref, spacing = pair
-    if postprocessing is not None:
-        pred = postprocessing.apply(pred, spacing)
+    pred = postprocessing.apply(pred, spacing)
     annotated = _annotated(ref, ignore_label)
     counts = {}
     for spec in classes:

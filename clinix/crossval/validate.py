@@ -60,7 +60,7 @@ def validate_fold(
     Fold ``all`` validates on its own training cases, as nnU-Net's (a check, not a held-out estimate).
     """
     work, fold = WorkDir(workdir), parse_fold(fold)
-    path = work.fold(fold) / FINAL
+    path = work.checkpoint(fold, "final")
     if not path.is_file():
         raise ClinixError(f"fold {fold}: {path} does not exist; finish training first ('clinix train --fold {fold}')")
     chosen = resolve_device(device)
@@ -139,7 +139,7 @@ def train_and_validate(
 
 def _finished_result(work: WorkDir, fold: Fold) -> TrainingResult:
     """The TrainingResult of a finished fold, from its final checkpoint."""
-    path = work.fold(fold) / FINAL
+    path = work.checkpoint(fold, "final")
     if not path.is_file():
         raise ClinixError(
             f"--validate-only: fold {fold} has no {FINAL} in {work.fold(fold)}; train it first "

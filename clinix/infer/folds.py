@@ -9,7 +9,6 @@ the folds validate on different cases); a list = exactly those folds.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from clinix.workdir import WorkDir
 
 CHECKPOINTS = ("final", "best")
 FoldName = int | str  # 0..4 or "all"
-_FOLD_DIR = re.compile(r"fold_(\d+|all)")
 
 
 def results_dir(workdir: Path) -> Path:
@@ -32,10 +30,7 @@ def checkpoint_path(workdir: Path, fold: FoldName, checkpoint: str) -> Path:
 
 def trained_folds(workdir: Path, checkpoint: str) -> list[FoldName]:
     """Folds that hold ``checkpoint_<checkpoint>.pt``: numbered folds ascending, then ``"all"``."""
-    folder = results_dir(workdir)
-    names = [match.group(1) for d in folder.glob("fold_*") if (match := _FOLD_DIR.fullmatch(d.name))]
-    folds: list[FoldName] = sorted(int(n) for n in names if n != "all")
-    folds += ["all"] if "all" in names else []
+    folds = WorkDir(workdir).fold_names()
     return [fold for fold in folds if checkpoint_path(workdir, fold, checkpoint).is_file()]
 
 

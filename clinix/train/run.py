@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from clinix import __version__
-from clinix.checkpoint import BEST, FINAL, LATEST, capture_rng_state, load_checkpoint, restore_rng_state
+from clinix.checkpoint import (
+    BEST,
+    EPOCH_SNAPSHOTS,
+    FINAL,
+    LATEST,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
 from clinix.errors import ClinixError
 from clinix.net.network import ClinixUNet, NetworkConfig
 from clinix.net.registry import build_network
@@ -116,7 +124,7 @@ def starting_checkpoint(folder: Path, options: TrainingOptions, context: Distrib
         )
     barrier(context)  # every rank has looked before rank 0 deletes
     if existing and context.is_main:
-        for path in [folder / name for name in (FINAL, LATEST, BEST)] + list(folder.glob("checkpoint_epoch_*.pt")):
+        for path in [folder / name for name in (FINAL, LATEST, BEST)] + list(folder.glob(EPOCH_SNAPSHOTS)):
             path.unlink(missing_ok=True)
     barrier(context)
     return None

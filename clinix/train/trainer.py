@@ -28,6 +28,7 @@ from clinix.checkpoint import (
     BEST,
     FINAL,
     LATEST,
+    epoch_snapshot,
     load_checkpoint,
     save_checkpoint,
 )
@@ -292,5 +293,5 @@ def _end_epoch(run: Run, record: EpochRecord) -> None:
             run.log.line(f"new best EMA pseudo-Dice {progress.best_ema:.4f}")
         save_checkpoint(run.folder / LATEST, state)
         if run.keep_every and progress.epoch % run.keep_every == 0:
-            save_checkpoint(run.folder / f"checkpoint_epoch_{progress.epoch}.pt", state)
+            save_checkpoint(run.folder / epoch_snapshot(progress.epoch), state)
     barrier(run.context)
