@@ -6,24 +6,34 @@ upsamples with a transposed conv, concatenates the skip and applies two such con
 decoder level (deep supervision). clinix's ``--arch`` networks get the same features, kernels and
 strides through ``clinix.net.registry.config_for_arch``.
 
+``plain-cl`` is the same baseline given clinix's CPU levers (channels-last 3D weights and input, clinix's
+channels-last InstanceNorm): what those levers are worth to a network that has no other changes.
+
 For each topology (``cpu-plan`` 40×64×64 with 8..128 features, ``5-stage`` 32×64×64 with 32..320,
 ``6-stage`` 48×128×160 with 32..320; batch 2, one input channel, 3 classes) and each network, in a fresh
 process:
 
-- training: seconds per step (forward with deep supervision, CE + Dice, backward, Adam; the median of
-  ``--steps`` after one untimed), FLOPs of one forward+backward from ``torch.utils.flop_counter`` plus
-  the selective scan counted analytically (forward ``9·B·L·d_inner·d_state``, backward twice that; the
-  counter does not see it), achieved GFLOP/s, peak memory (the kernel's ``VmHWM`` after a reset, minus
-  the resident set at the reset; ``max_memory_allocated`` on CUDA);
-- inference: the same for a forward without gradients;
+- inference: seconds of a forward without gradients (the median of ``--steps`` after one untimed), FLOPs
+  from ``torch.utils.flop_counter`` plus the selective scan counted analytically (forward
+  ``9·B·L·d_inner·d_state``, backward twice that; the counter does not see it), achieved GFLOP/s, peak
+  memory (the kernel's ``VmHWM`` after a reset, minus the resident set at the reset;
+  ``max_memory_allocated`` on CUDA);
+- training: the same for a step (forward with deep supervision, CE + Dice in float32, backward, Adam);
+- ``training_bf16`` (``--bf16``): the step with the forward under bfloat16 autocast (``clinix train
+  --precision bf16``); ``speedup`` is fp32 seconds / bf16 seconds of the same network;
+- ``training_checkpointed`` (``--checkpointing``, clinix's networks): the step with activation
+  checkpointing; ``time_ratio`` is its seconds / the fp32 step's of the same network;
 - ``blocks`` (``--blocks``): each kind of block (stem, ResidualBlockD, HGCN, Mamba, decoder level) run
   alone on an input of the shape it gets inside the network, forward+backward: seconds, FLOPs, GFLOP/s
   and its share of the summed block time.
 
-Ratios are against the plain U-Net measured in the same run (``ratio`` > 1: more GFLOP/s than it).
+Ratios are against the plain U-Net measured in the same run (``ratio`` > 1: more GFLOP/s than it;
+``memory_ratio``: peak memory over the plain U-Net's fp32 training or inference peak). Every child runs
+with ``THP_MEM_ALLOC_ENABLE`` as ``--huge-pages`` says (on: what clinix sets for itself on import).
 
     python bench/efficiency.py [--topologies cpu-plan,5-stage,6-stage] [--archs mambaclinix,resunet]
-                               [--steps 3] [--threads 2] [--blocks] [--device cpu]
+                               [--steps 3] [--threads 2] [--blocks] [--bf16] [--checkpointing]
+                               [--huge-pages on|off] [--device cpu]
 """
 
 from __future__ import annotations
@@ -51,15 +61,18 @@ TOPOLOGIES = {
 }
 BATCH, CLASSES = 2, 3
 PLAIN = "plain"
+PLAIN_CL = "plain-cl"
 SCAN_FLOPS_PER_ELEMENT = 9  # exp(ΔA), ΔB·x, the state update (2), <h, C> (2), the skip and gate (2)
 
 
 class ConvBlock(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel: list[int], stride: list[int] | int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: list[int], stride: list[int] | int = 1, norm: type = nn.InstanceNorm3d
+    ) -> None:
         padding = [k // 2 for k in kernel]
         super().__init__(
             nn.Conv3d(cin, cout, kernel, stride, padding),
-            nn.InstanceNorm3d(cout, eps=1e-5, affine=True),
+            norm(cout, eps=1e-5, affine=True),
             nn.LeakyReLU(0.01, inplace=True),
         )
 
@@ -67,21 +80,33 @@ class ConvBlock(nn.Sequential):
 class PlainUNet(nn.Module):
     """nnU-Net's PlainConvUNet: ``(B, C, *S) -> [(B, K, *S), (B, K, *S/2), ...]`` (deep supervision)."""
 
-    def __init__(self, features: list[int], kernels: list[list[int]], strides: list[list[int]]) -> None:
+    def __init__(
+        self, features: list[int], kernels: list[list[int]], strides: list[list[int]], channels_last: bool = False
+    ) -> None:
         super().__init__()
+        from clinix.net.layers import InstanceNorm3d
+
+        norm = InstanceNorm3d if channels_last else nn.InstanceNorm3d
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         cin, self.encoder = 1, nn.ModuleList()
         for width, kernel, stride in zip(features, kernels, strides, strict=True):
-            self.encoder.append(nn.Sequential(ConvBlock(cin, width, kernel, stride), ConvBlock(width, width, kernel)))
+            self.encoder.append(
+                nn.Sequential(ConvBlock(cin, width, kernel, stride, norm), ConvBlock(width, width, kernel, norm=norm))
+            )
             cin = width
         self.up, self.decoder, self.heads = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for level in range(len(features) - 1, 0, -1):
             low, high, stride = features[level], features[level - 1], strides[level]
             self.up.append(nn.ConvTranspose3d(low, high, stride, stride))
             kernel = kernels[level - 1]
-            self.decoder.append(nn.Sequential(ConvBlock(2 * high, high, kernel), ConvBlock(high, high, kernel)))
+            self.decoder.append(
+                nn.Sequential(ConvBlock(2 * high, high, kernel, norm=norm), ConvBlock(high, high, kernel, norm=norm))
+            )
             self.heads.append(nn.Conv3d(high, CLASSES, 1))
+        self.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=self.memory_format)
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -105,8 +130,8 @@ def topology(name: str) -> tuple[list[int], list[int], list[list[int]], list[lis
 
 def build(arch: str, name: str) -> nn.Module:
     _, features, kernels, strides = topology(name)
-    if arch == PLAIN:
-        return PlainUNet(features, kernels, strides)
+    if arch in (PLAIN, PLAIN_CL):
+        return PlainUNet(features, kernels, strides, channels_last=arch == PLAIN_CL)
     from clinix.net.registry import build_network, config_for_arch
 
     return build_network(arch, config_for_arch(arch, 1, CLASSES, features, kernels, strides))
@@ -163,27 +188,41 @@ def timed(step: Callable[[], Any], steps: int, device: torch.device) -> float:
     return statistics.median(seconds)
 
 
-def measure(arch: str, name: str, steps: int, device: torch.device, blocks: bool) -> dict[str, Any]:
-    """One network at one topology: training and inference rows (and the block breakdown)."""
+def measure(arch: str, name: str, steps: int, device: torch.device, options: argparse.Namespace) -> dict[str, Any]:
+    """One network at one topology: inference and training rows (the variants and the block breakdown)."""
     torch.manual_seed(0)
     patch, *_ = topology(name)
     model = build(arch, name).to(device)
     data = torch.randn(BATCH, 1, *patch, device=device)
     target = torch.randint(0, CLASSES, (BATCH, 1, *patch), device=device, dtype=torch.int16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scan = scan_flops(model, data) if arch != PLAIN else 0.0
+    scan = scan_flops(model, data) if arch not in (PLAIN, PLAIN_CL) else 0.0
 
-    def train_step() -> None:
+    def train_step(autocast: torch.dtype | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_of(model(data), target).backward()
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            outputs = model(data)
+        loss_of([o.float() for o in outputs], target).backward()
         optimizer.step()
 
     def infer_step() -> None:
         with torch.no_grad():
             model(data)
 
+    def checkpointed_step() -> None:
+        model.checkpointing = True
+        try:
+            train_step()
+        finally:
+            model.checkpointing = False
+
+    kinds: list[tuple[str, Callable[[], None], float]] = [("inference", infer_step, 1.0), ("training", train_step, 3.0)]
+    if options.bf16:
+        kinds.append(("training_bf16", lambda: train_step(torch.bfloat16), 3.0))
+    if options.checkpointing and hasattr(model, "checkpointing"):
+        kinds.append(("training_checkpointed", checkpointed_step, 3.0))
     rows = {}
-    for kind, step, scan_factor in (("training", train_step, 3.0), ("inference", infer_step, 1.0)):
+    for kind, step, scan_factor in kinds:
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops() + scan_factor * scan
@@ -199,8 +238,13 @@ def measure(arch: str, name: str, steps: int, device: torch.device, blocks: bool
             "gflops_per_s": round(flops / seconds / 1e9, 1),
             "peak_mb": round(peak, 0),
         }
+    if "training_bf16" in rows:
+        rows["training_bf16"]["speedup"] = round(rows["training"]["seconds"] / rows["training_bf16"]["seconds"], 3)
+    if "training_checkpointed" in rows:
+        ratio = rows["training_checkpointed"]["seconds"] / rows["training"]["seconds"]
+        rows["training_checkpointed"]["time_ratio"] = round(ratio, 3)
     result: dict[str, Any] = {"arch": arch, "topology": name, "patch": patch, **rows}
-    if blocks:
+    if options.blocks:
         result["blocks"] = block_breakdown(model, data, steps, device)
     return result
 
@@ -296,20 +340,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--blocks", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--huge-pages", choices=("on", "off"), default="on")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # arch:topology, in the child process
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.one:
         arch, name = args.one.split(":")
-        print(json.dumps(measure(arch, name, args.steps, device, args.blocks)))
+        print(json.dumps(measure(arch, name, args.steps, device, args)))
         return
     rows = []
+    flags = [f"--{flag}" for flag in ("blocks", "bf16", "checkpointing") if getattr(args, flag)]
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if args.huge_pages == "on" else "0"}
     for name in args.topologies.split(","):
         for arch in [PLAIN, *args.archs.split(",")]:
             command = [sys.executable, __file__, "--one", f"{arch}:{name}", "--steps", str(args.steps)]
-            command += ["--threads", str(args.threads), "--device", args.device] + (["--blocks"] if args.blocks else [])
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ}, check=False)
+            command += ["--threads", str(args.threads), "--device", args.device, *flags]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if done.returncode != 0:
                 rows.append({"arch": arch, "topology": name, "error": done.stderr.strip().splitlines()[-1:]})
             else:
@@ -317,11 +366,19 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     for row in rows:
         base = next((r for r in rows if r["topology"] == row["topology"] and r["arch"] == PLAIN), None)
-        for kind in ("training", "inference"):
-            if base and kind in row and kind in base:
-                row[kind]["ratio"] = round(row[kind]["gflops_per_s"] / base[kind]["gflops_per_s"], 3)
-                row[kind]["memory_ratio"] = round(row[kind]["peak_mb"] / max(base[kind]["peak_mb"], 1.0), 2)
-    report = {"device": args.device, "threads": args.threads, "batch": BATCH, "torch": torch.__version__, "rows": rows}
+        for kind in ("inference", "training", "training_bf16", "training_checkpointed"):
+            reference = "inference" if kind == "inference" else "training"
+            if base and kind in row and reference in base:
+                row[kind]["ratio"] = round(row[kind]["gflops_per_s"] / base[reference]["gflops_per_s"], 3)
+                row[kind]["memory_ratio"] = round(row[kind]["peak_mb"] / max(base[reference]["peak_mb"], 1.0), 2)
+    report = {
+        "device": args.device,
+        "threads": args.threads,
+        "batch": BATCH,
+        "huge_pages": args.huge_pages,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     print(json.dumps(report, indent=1))
 
 

@@ -1,13 +1,16 @@
 """Device and arithmetic precision: one place below training and inference that both ask.
 
 ``resolve_device`` turns ``--device`` into a ``torch.device``; ``resolve_precision`` turns ``--precision``
-into the autocast dtype of a forward pass (None: plain float32).
+into the autocast dtype of a forward pass (None: plain float32), for inference or for training (whose
+losses and Mamba layers stay in float32 either way).
 
 Precision on the CPU: bfloat16 autocast doubles the speed of clinix's convolutions on CPUs with AVX-512 BF16
 or AMX (oneDNN uses their bf16 dot-product instructions), and makes them slower on CPUs without (the bf16
 values are converted in software). ``auto`` therefore asks two things: does the CPU report the instructions
 (torch's own cpuinfo query), and is a bf16 convolution really faster here (a self-check of about 0.1 s, run
-once per process). On CUDA ``auto`` is float16 autocast (nnU-Net's inference); on MPS float32.
+once per process; for training the convolution's backward is timed too). On CUDA ``auto`` is float16
+autocast for inference (nnU-Net's) and for training bfloat16 where the GPU has it, else float16 with a
+gradient scaler; on MPS float32.
 """
 
 from __future__ import annotations
@@ -43,34 +46,43 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
 
 
-@lru_cache(maxsize=1)
-def cpu_bf16_speedup() -> float:
+@lru_cache(maxsize=2)
+def cpu_bf16_speedup(training: bool = False) -> float:
     """float32 time / bf16-autocast time of a 3D convolution like clinix's early stages (once per process).
 
-    Two 32→32-channel 3×3×3 convolutions of a 16×32×32 tile (1.8 GFLOP, oneDNN's path in both
-    precisions), best of three after a warm-up.
+    Two 32→32-channel 3×3×3 convolutions of a 16×32×32 tile, channels-last as the network runs (1.8 GFLOP,
+    oneDNN's path in both precisions); with ``training`` forward and backward. Best of three after a
+    warm-up.
     """
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 32, 16, 32, 32, generator=generator)
-    weight = torch.randn(32, 32, 3, 3, 3, generator=generator)
+    x = torch.randn(2, 32, 16, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last_3d)
+    weight = torch.randn(32, 32, 3, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last_3d)
+    weight.requires_grad_(training)
+
+    def run(dtype: torch.dtype | None) -> None:
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = F.conv3d(x, weight, padding=1)
+        if training:
+            out.float().sum().backward()
 
     def best_time(dtype: torch.dtype | None) -> float:
         times = []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.inference_mode(not training):
             for _ in range(4):
                 start = time.perf_counter()
-                F.conv3d(x, weight, padding=1)
+                run(dtype)
                 times.append(time.perf_counter() - start)
         return min(times[1:])
 
     return best_time(None) / best_time(torch.bfloat16)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(name: str, device: torch.device, training: bool = False) -> torch.dtype | None:
     """The autocast dtype for ``--precision name`` on ``device``; None means float32 without autocast.
 
     ``fp32``: None everywhere. ``bf16``: bfloat16 where the hardware has it, else a ClinixError. ``auto``:
-    float16 on CUDA, bfloat16 on a CPU with bf16 instructions that passes the self-check, else None.
+    on CUDA float16 (inference) or bfloat16 where supported, else float16 (``training``); bfloat16 on a
+    CPU with bf16 instructions that passes the self-check; else None.
     """
     if name not in PRECISIONS:
         raise ClinixError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
@@ -80,7 +92,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "cuda":
         if name == "auto":
-            return torch.float16
+            return torch.bfloat16 if training and torch.cuda.is_bf16_supported() else torch.float16
         if not torch.cuda.is_bf16_supported():
             raise ClinixError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support")
         return torch.bfloat16
@@ -91,7 +103,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
                 "than float32; use --precision fp32 or auto"
             )
         return torch.bfloat16
-    return torch.bfloat16 if cpu_has_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else None
+    return torch.bfloat16 if cpu_has_bf16() and cpu_bf16_speedup(training) >= BF16_MIN_SPEEDUP else None
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

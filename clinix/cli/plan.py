@@ -54,6 +54,12 @@ def plan(
         help="CPU plans: train for about this many minutes on this machine (sets the epochs).",
         show_default=False,
     ),
+    checkpointing: bool = typer.Option(
+        False,
+        "--checkpointing",
+        help="Recompute activations in backward: about half the training memory (larger patches on a small GPU) "
+        "for about a quarter more time per step.",
+    ),
     workers: int = options.WORKERS,
 ) -> None:
     """Choose spacing, normalization, patch, batch and network for a dataset (3d_fullres)."""
@@ -72,6 +78,7 @@ def plan(
         recalibrate=recalibrate,
         crop=crop,
         train_minutes=train_minutes,
+        checkpointing=checkpointing,
     )
     console = Console()
     console.print(plan_table(result))

@@ -56,6 +56,13 @@ def train(
     validate_only: bool = typer.Option(
         False, "--validate-only", help="Do not train: validate the fold's final checkpoint again."
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto, fp32 or bf16: the forward passes' arithmetic (losses and Mamba layers stay float32). auto: "
+        "bf16 on a CPU with bf16 instructions where a self-check finds it faster, bf16 or fp16 on CUDA; a "
+        "resumed run keeps its own.",
+    ),
 ) -> None:
     """Train fold F of the planned, preprocessed dataset into WORK/results/3d_fullres/fold_F/."""
     from clinix.crossval import train_and_validate
@@ -72,6 +79,7 @@ def train(
         keep_every=keep_every,
         seed=seed,
         workers=workers,
+        precision=precision,
     )
     result = train_and_validate(
         resolve_workdir(workdir),

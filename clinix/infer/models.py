@@ -101,7 +101,7 @@ class NetworkSlot:
         if self._network is None or key != self._built_for:
             self._network = None  # free the previous network before building the next
             config = NetworkConfig.from_dict({**(source.network or {}), "deep_supervision": False})
-            self._network = build_network(source.arch, config).to(self.device)
+            self._network = build_network(source.arch, config).place(self.device)
             self._built_for, self._loaded = key, None
         if self._loaded is not source:
             try:

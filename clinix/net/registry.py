@@ -72,6 +72,7 @@ def config_for_arch(
     orders: Sequence[int] | None = None,
     deep_supervision: bool = True,
     gating: str = "add",
+    checkpointing: bool = False,
 ) -> NetworkConfig:
     """The ``NetworkConfig`` of family ``arch`` on a given topology.
 
@@ -89,6 +90,7 @@ def config_for_arch(
         orders=_orders_for_arch(arch, block_map, orders),
         deep_supervision=deep_supervision,
         gating=gating,
+        checkpointing=checkpointing,
     )
 
 

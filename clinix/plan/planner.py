@@ -99,6 +99,7 @@ def plan_experiment(
     recalibrate: bool = False,
     crop: str = "auto",
     train_minutes: float | None = None,
+    checkpointing: bool = False,
 ) -> tuple[Plan, Path]:
     """Plan ``3d_fullres`` for a dataset; runs the fingerprint first when it is missing.
 
@@ -106,7 +107,9 @@ def plan_experiment(
     ``recalibrate`` measures again) and ``seconds_per_iteration`` replaces the profile's 2 s. ``crop``:
     ``nonzero`` (nnU-Net), ``body`` (CT only: the patient's box, air and table cut) or ``auto`` (body for a
     CT dataset planned for the CPU, else nonzero). ``train_minutes`` (CPU only): the epochs that fit that
-    long on this machine (``epochs_for_minutes``) replace the profile's.
+    long on this machine (``epochs_for_minutes``) replace the profile's. ``checkpointing``: the network
+    recomputes its activations in backward (``NetworkConfig.checkpointing``), and the patch search counts
+    the memory that saves and the recompute's time.
     """
     if train_minutes is not None and (not 0 < train_minutes < math.inf):
         raise ClinixError(f"--train-minutes must be a positive number of minutes, not {train_minutes:g}")
@@ -132,7 +135,9 @@ def plan_experiment(
         flops = cpu_training_flops(arch, recalibrate)
     else:
         flops = None
-    plan = make_plan(fingerprint, profile, memory_gb, arch, loss, orders, flops, active_scan_backend(device), crop)
+    plan = make_plan(
+        fingerprint, profile, memory_gb, arch, loss, orders, flops, active_scan_backend(device), crop, checkpointing
+    )
     if train_minutes is not None:
         step = measured_step_seconds(plan)
         epochs = epochs_for_minutes(plan, train_minutes, step)
@@ -155,12 +160,13 @@ def make_plan(
     flops_per_second: float | None = None,
     scan_backend: str = "chunked",
     crop: str = "auto",
+    checkpointing: bool = False,
 ) -> Plan:
     """The pure planning arithmetic, from a fingerprint (no file I/O, no measurement of the machine).
 
     ``flops_per_second``: this CPU's training speed (CPU profile; default ``ASSUMED_CPU_FLOPS``);
-    ``scan_backend``: the selective scan that will train (its buffers are part of the memory); ``crop`` as
-    ``plan_experiment``.
+    ``scan_backend``: the selective scan that will train (its buffers are part of the memory); ``crop`` and
+    ``checkpointing`` as ``plan_experiment``.
     """
     dataset = fingerprint.dataset
     if not any(stats["voxels"] for stats in fingerprint.labels.values() if stats["values"] != [0]):
@@ -195,7 +201,7 @@ def make_plan(
     )
     search = PatchSearch(
         arch, loss, optimizer, len(dataset["channel_names"]), num_classes,
-        lambda n_stages: stage_features(n_stages, profile), orders, budget, scan_backend,
+        lambda n_stages: stage_features(n_stages, profile), orders, budget, scan_backend, checkpointing,
     )  # fmt: skip
     n_voxels_dataset = float(np.prod(median_shape)) * len(fingerprint.cases)
 

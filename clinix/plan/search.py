@@ -78,6 +78,7 @@ class PatchSearch:
         orders: list[int] | None,
         budget: Budget,
         scan_backend: str,
+        checkpointing: bool = False,
     ) -> None:
         self.arch, self.loss, self.optimizer, self.budget = arch, loss, optimizer, budget
         self.in_channels, self.num_classes, self.features_of, self.orders = (
@@ -87,6 +88,7 @@ class PatchSearch:
             orders,
         )
         self.scan_backend = scan_backend
+        self.checkpointing = checkpointing
 
     def run(self, spacing: list[float], median_shape: list[int], max_batch: Callable[[list[int]], int]) -> SearchResult:
         """The first patch of the shrink sequence within the budget (then the batch, at most ``max_batch``)."""
@@ -161,7 +163,10 @@ class PatchSearch:
     def _config(self, topology: Topology, orders: list[int] | None) -> NetworkConfig:
         features = self.features_of(topology.n_stages)
         kernels, strides = topology.kernel_sizes, topology.strides
-        return config_for_arch(self.arch, self.in_channels, self.num_classes, features, kernels, strides, orders)
+        return config_for_arch(
+            self.arch, self.in_channels, self.num_classes, features, kernels, strides, orders,
+            checkpointing=self.checkpointing,
+        )  # fmt: skip
 
     def memory_gb(self, candidate: Candidate, batch: int) -> float:
         """A training step's memory on the budget's device (simulated exactly), the loader's included on a CPU."""
@@ -171,11 +176,12 @@ class PatchSearch:
         return gb + (loader_gb(patch, batch, self.in_channels) if device == "cpu" else 0.0)
 
     def seconds(self, candidate: Candidate, batch: int) -> float | None:
-        """A training step's seconds on this CPU (None on a GPU)."""
+        """A training step's seconds on this CPU (None on a GPU); checkpointing adds a forward's recompute."""
         if self.budget.flops_per_second is None:
             return None
         forward_per_voxel = measure_cost(self.arch, candidate.config).forward_flops_per_voxel
-        flops = TRAINING_FLOPS_FACTOR * forward_per_voxel * math.prod(candidate.topology.patch_size) * batch
+        factor = TRAINING_FLOPS_FACTOR + (1.0 if candidate.config.checkpointing else 0.0)
+        flops = factor * forward_per_voxel * math.prod(candidate.topology.patch_size) * batch
         return flops / self.budget.flops_per_second
 
     def fits(self, candidate: Candidate, batch: int) -> bool:

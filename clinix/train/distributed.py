@@ -66,13 +66,6 @@ def training_device(requested: str, context: DistributedContext) -> torch.device
     return torch.device("cuda", context.local_rank)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bfloat16 where supported, else float16 (with a GradScaler)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def start_process_group(context: DistributedContext, device: torch.device) -> None:
     """Join the job's process group: NCCL between CUDA devices, gloo otherwise. Nothing for one process."""
     if context.enabled and not dist.is_initialized():

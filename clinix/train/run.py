@@ -6,6 +6,7 @@ restores them from a checkpoint; ``checkpoint_state`` is the inverse. The loop t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from clinix.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
+from clinix.device import precision_name, resolve_precision
 from clinix.errors import ClinixError
 from clinix.net.network import ClinixUNet, NetworkConfig
 from clinix.net.registry import build_network
@@ -31,7 +33,6 @@ from clinix.plan.model import Plan
 from clinix.train.augment import AugmentationSettings
 from clinix.train.distributed import (
     DistributedContext,
-    autocast_dtype,
     barrier,
     ddp_loss_weights,
     wrap_model,
@@ -55,6 +56,7 @@ class TrainingOptions:
     resume: bool = False
     overwrite: bool = False
     keep_every: int | None = None  # also keep checkpoint_epoch_E.pt every this many epochs
+    precision: str = "auto"  # clinix.device.PRECISIONS; auto on resume: the run's own
     echo: bool = True
 
 
@@ -163,9 +165,10 @@ def build_run(
     if seed < 0:
         raise ClinixError(f"--seed must be non-negative, got {seed}")
     torch.manual_seed(stream_seed(seed, INIT_STREAM))  # the initial weights (DDP then copies rank 0's)
-    network = build_network(plan.arch, NetworkConfig.from_dict({**plan.network, "deep_supervision": True})).to(device)
+    config = NetworkConfig.from_dict({**plan.network, "deep_supervision": True})
+    network = build_network(plan.arch, config).place(device)
     weights = deep_supervision_weights(network.config.num_stages - 1)
-    amp_dtype = autocast_dtype(device)
+    amp_dtype = training_precision(options.precision, device, checkpoint.get("precision") if checkpoint else None)
     run = Run(
         plan=plan,
         fold=fold,
@@ -193,6 +196,19 @@ def build_run(
     if checkpoint is not None:
         _restore(run, checkpoint)
     return run
+
+
+def training_precision(requested: str, device: torch.device, resumed: str | None = None) -> torch.dtype | None:
+    """The autocast dtype of the forward passes (``clinix.device.resolve_precision`` for training).
+
+    ``auto`` on a resumed run keeps the precision it was trained in (``resumed``, the checkpoint's), so a
+    resume is exact even where the self-check would now decide otherwise; where that precision is not
+    available any more (another machine), ``auto`` decides afresh.
+    """
+    if requested == "auto" and resumed in ("fp32", "bf16"):
+        with contextlib.suppress(ClinixError):
+            return resolve_precision(resumed, device, training=True)
+    return resolve_precision(requested, device, training=True)
 
 
 def _restore(run: Run, checkpoint: dict[str, Any]) -> None:
@@ -225,6 +241,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "plan": run.plan.to_json(),
         "fold": run.fold,
         "seed": run.seed,
+        "precision": precision_name(run.amp_dtype),
         "clinix_version": __version__,
         "mirror_axes": list(AugmentationSettings().mirror_axes),
     }

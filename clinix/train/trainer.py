@@ -32,6 +32,7 @@ from clinix.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from clinix.device import precision_name, resolve_precision
 from clinix.errors import ClinixError
 from clinix.parallel import default_workers
 from clinix.plan.model import Plan, load_plan
@@ -90,6 +91,7 @@ def train_fold(
     workdir, fold = Path(workdir), parse_fold(fold)
     context = context_from_environment()
     device = training_device(options.device, context)
+    resolve_precision(options.precision, device, training=True)  # a bad --precision before anything is touched
     start_process_group(context, device)
     try:
         return _train(workdir, fold, options, context, device)
@@ -147,7 +149,9 @@ def _fit(run: Run, workdir: Path, train_ids: list[str], val_ids: list[str], work
     verb = f"resuming at epoch {start}" if start else "training"
     run.log.line(
         f"{verb}: fold {run.fold}, {plan.arch}, {len(train_ids)} training / {len(val_ids)} validation cases, "
-        f"{plan.epochs} epochs × {plan.iterations_per_epoch} iterations, seed {run.seed}, {run.device}"
+        f"{plan.epochs} epochs × {plan.iterations_per_epoch} iterations, seed {run.seed}, {run.device}, "
+        f"{precision_name(run.amp_dtype)}"
+        + (", checkpointing" if run.network.checkpointing else "")
         + (f", {run.context.world_size} processes" if run.context.enabled else ""),
         echo=True,
     )
@@ -239,7 +243,8 @@ def train_step(run: Run, data: torch.Tensor, target: torch.Tensor) -> torch.Tens
     data, target = data.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
     with _autocast(run):
-        loss = run.loss(run.model(data), target)
+        outputs = run.model(data)
+    loss = run.loss(_float32(outputs), target)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
     clip_grad_norm_(run.network.parameters(), run.plan.optimizer.grad_clip)
@@ -249,8 +254,13 @@ def train_step(run: Run, data: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def _autocast(run: Run) -> AbstractContextManager:
-    # the Mamba layers switch themselves back to float32 (SPEC §6)
+    # the Mamba layers switch themselves back to float32 (SPEC §6); the losses run after, in float32
     return torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else nullcontext()
+
+
+def _float32(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The deep-supervision logits in float32, for the losses (a no-op without autocast)."""
+    return [logits.float() for logits in outputs]
 
 
 @torch.no_grad()
@@ -262,8 +272,8 @@ def _validate_epoch(run: Run, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     for data, target in batches:
         data, target = data.to(run.device, non_blocking=True), target.to(run.device, non_blocking=True)
         with _autocast(run):
-            outputs = run.model(data)
-            loss = run.loss(outputs, target)
+            outputs = _float32(run.model(data))
+        loss = run.loss(outputs, target)
         total += torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=run.device)])
         counts += confusion_counts(outputs[0], target, run.plan.ignore_label, regions)
     total, counts = sum_over_ranks(total, run.context), sum_over_ranks(counts, run.context)

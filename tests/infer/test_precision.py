@@ -26,7 +26,7 @@ CPU = torch.device("cpu")
 
 def pretend_cpu(monkeypatch: pytest.MonkeyPatch, has_bf16: bool, speedup: float = 2.0) -> None:
     monkeypatch.setattr(clinix.device, "cpu_has_bf16", lambda: has_bf16)
-    monkeypatch.setattr(clinix.device, "cpu_bf16_speedup", lambda: speedup)
+    monkeypatch.setattr(clinix.device, "cpu_bf16_speedup", lambda training=False: speedup)
 
 
 def test_fp32_is_plain_float32_everywhere() -> None:
@@ -50,10 +50,11 @@ def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         resolve_precision("fp8", CPU)
 
 
-def test_the_self_check_measures_a_real_ratio() -> None:
+@pytest.mark.parametrize("training", [False, True])
+def test_the_self_check_measures_a_real_ratio(training: bool) -> None:
     clinix.device.cpu_bf16_speedup.cache_clear()
-    speedup = clinix.device.cpu_bf16_speedup()
-    assert 0.01 < speedup < 100 and speedup == clinix.device.cpu_bf16_speedup()  # cached: measured once
+    speedup = clinix.device.cpu_bf16_speedup(training)
+    assert 0.01 < speedup < 100 and speedup == clinix.device.cpu_bf16_speedup(training)  # cached: measured once
 
 
 def test_predict_with_bf16_on_a_cpu_without_it_exits_2_in_one_line(

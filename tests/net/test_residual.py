@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clinix.net.layers import InstanceNorm3d
 from clinix.net.residual import BasicBlockD, BasicResBlock
 
 
@@ -15,7 +16,7 @@ def _count(module: nn.Module) -> int:
 def test_basic_block_d_downsamples_and_projects_when_shape_and_width_change() -> None:
     block = BasicBlockD(32, 64, 3, stride=2)
     assert block(torch.zeros(1, 32, 8, 8, 8)).shape == (1, 64, 4, 4, 4)
-    assert [type(m) for m in block.skip] == [nn.AvgPool3d, nn.Conv3d, nn.InstanceNorm3d]
+    assert [type(m) for m in block.skip] == [nn.AvgPool3d, nn.Conv3d, InstanceNorm3d]
     assert block.skip[1].bias is None
     # conv1 27·32·64+64, conv2 27·64·64+64, two INs 2·128, skip conv 32·64 (no bias) + IN 128:
     # reference §5.1 gives 168,448 for stage 1's block.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinix.net.layers import InstanceNorm3d
 from clinix.net.network import NetworkConfig
 from clinix.net.registry import build_network, config_for_arch
 from clinix.net.scan import dispatch
@@ -74,8 +75,14 @@ def test_a_simulated_step_allocates_what_a_real_cpu_step_allocates(arch: str, mo
     config, patch = tiny(arch), (8, 16, 16)
     simulated = simulate_training_step(arch, config, patch, 2, "ce-dice-trs", ADAM, "chunked-ops").peak
     real = real_step_peak(arch, config, patch, 2)
-    # to the byte, but for Adam's step counters (4 bytes a parameter), which meta steps copy
-    assert simulated == pytest.approx(real, abs=4 * len(list(build_network(arch, config).parameters())))
+    # to the byte, but for Adam's step counters (4 bytes a parameter), which meta steps copy, and the
+    # per-sample statistics of the channels-last instance norms (at most 8 bytes a sample and channel),
+    # which the meta batch-norm kernel keeps longer than the CPU's
+    network = build_network(arch, config)
+    norm_channels = sum(m.num_features for m in network.modules() if isinstance(m, InstanceNorm3d))
+    tolerance = 4 * len(list(network.parameters())) + 8 * 2 * norm_channels
+    assert simulated == pytest.approx(real, abs=tolerance)
+    assert simulated >= real - 4 * len(list(network.parameters()))  # never under what a step takes
 
 
 def test_the_kernel_backend_is_simulated_by_its_buffers(monkeypatch) -> None:
