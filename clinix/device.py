@@ -8,24 +8,30 @@ Precision on the CPU: bfloat16 autocast doubles the speed of clinix's convolutio
 or AMX (oneDNN uses their bf16 dot-product instructions), and makes them slower on CPUs without (the bf16
 values are converted in software). ``auto`` therefore asks two things: does the CPU report the instructions
 (torch's own cpuinfo query), and is a bf16 convolution really faster here (a self-check of about 0.1 s, run
-once per process; for training the convolution's backward is timed too). On CUDA ``auto`` is float16
+once per process; for training the convolution's backward is timed too, once per machine). On CUDA ``auto`` is float16
 autocast for inference (nnU-Net's) and for training bfloat16 where the GPU has it, else float16 with a
 gradient scaler; on MPS float32.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from clinix.cache import cache_dir, machine_identity
 from clinix.errors import ClinixError
+from clinix.io.atomic import atomic_write
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_SPEEDUP = 1.25  # auto picks bf16 on the CPU only when the self-check runs at least this much faster
+BF16_TRAINING_FILE = "bf16-training.json"  # the training self-check's result per machine (clinix.cache)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,12 +54,33 @@ def cpu_has_bf16() -> bool:
 
 @lru_cache(maxsize=2)
 def cpu_bf16_speedup(training: bool = False) -> float:
-    """float32 time / bf16-autocast time of a 3D convolution like clinix's early stages (once per process).
+    """float32 time / bf16-autocast time of a 3D convolution like clinix's early stages.
 
     Two 32→32-channel 3×3×3 convolutions of a 16×32×32 tile, channels-last as the network runs (1.8 GFLOP,
-    oneDNN's path in both precisions); with ``training`` forward and backward. Best of three after a
-    warm-up.
+    oneDNN's path in both precisions), best of five after a warm-up: for inference once per process; for
+    training forward and backward, measured once per machine and kept in clinix's cache
+    (``bf16-training.json``), so that two runs on one machine never train in different precisions because
+    a timing came out differently.
     """
+    if not training:
+        return _measure_bf16_speedup(training=False)
+    path = cache_dir() / BF16_TRAINING_FILE
+    key = hashlib.sha256(f"{machine_identity()}\ntorch {torch.__version__}".encode()).hexdigest()[:20]
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), int | float):
+        return float(known[key])
+    known[key] = speedup = _measure_bf16_speedup(training=True)
+    with contextlib.suppress(OSError):  # a read-only home: measured again next time
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=2) + "\n"))
+    return speedup
+
+
+def _measure_bf16_speedup(training: bool) -> float:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 32, 16, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last_3d)
     weight = torch.randn(32, 32, 3, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last_3d)
@@ -68,7 +95,7 @@ def cpu_bf16_speedup(training: bool = False) -> float:
     def best_time(dtype: torch.dtype | None) -> float:
         times = []
         with torch.inference_mode(not training):
-            for _ in range(4):
+            for _ in range(6):
                 start = time.perf_counter()
                 run(dtype)
                 times.append(time.perf_counter() - start)

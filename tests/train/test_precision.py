@@ -38,6 +38,13 @@ def test_auto_trains_in_bf16_only_where_the_self_check_finds_it_faster(monkeypat
         training_precision("bf16", CPU)
 
 
+def test_auto_keeps_float32_for_thin_cpu_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend_cpu(monkeypatch, has_bf16=True, speedup=2.0)
+    assert training_precision("auto", CPU, first_features=8) is None  # bf16 does not pay at 8..128
+    assert training_precision("auto", CPU, first_features=32) is torch.bfloat16
+    assert training_precision("bf16", CPU, first_features=8) is torch.bfloat16  # asked for: as asked
+
+
 def test_auto_keeps_a_resumed_run_s_precision_where_it_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend_cpu(monkeypatch, has_bf16=True, speedup=1.1)  # auto alone would say fp32 now
     assert training_precision("auto", CPU, resumed="bf16") is torch.bfloat16
@@ -80,3 +87,17 @@ def test_the_cli_refuses_an_unknown_precision(workdir: Path) -> None:
     arguments = ["train", "--fold", "0", "--workdir", str(workdir), "--device", "cpu", "--precision", "fp8"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2 and "unknown precision 'fp8'" in result.output
+
+
+def test_the_training_self_check_is_measured_once_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLINIX_CACHE_DIR", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(clinix.device, "_measure_bf16_speedup", lambda training: measured.append(training) or 1.5)
+    clinix.device.cpu_bf16_speedup.cache_clear()
+    try:
+        assert clinix.device.cpu_bf16_speedup(training=True) == 1.5
+        clinix.device.cpu_bf16_speedup.cache_clear()  # a new process: the file answers
+        assert clinix.device.cpu_bf16_speedup(training=True) == 1.5
+        assert measured == [True] and (tmp_path / clinix.device.BF16_TRAINING_FILE).is_file()
+    finally:
+        clinix.device.cpu_bf16_speedup.cache_clear()
