@@ -103,7 +103,8 @@ def plan_table(plan: Plan) -> Table:
     )
     table.caption = (
         f"spacing {_tuple(plan.target_spacing, '.3g')} mm · crop {plan.crop} · arch {plan.arch} · loss {plan.loss} · "
-        f"features {network['features']} · {_outputs(plan)} · {_costs(plan)}"
+        f"features {network['features']}{' · checkpointing' if network.get('checkpointing') else ''} · "
+        f"{_outputs(plan)} · {_costs(plan)}"
     )
     return table
 

@@ -52,3 +52,12 @@ def test_a_chest_ct_at_8_gb_gets_ten_times_the_old_patch() -> None:
     assert plan.memory_estimate_gb <= 8.0
     assert math.prod(plan.patch_size) >= 10 * 16 * 64 * 64
     assert plan.memory_model_version == 2
+
+
+def test_checkpointing_lets_a_small_gpu_train_a_larger_patch() -> None:
+    fingerprint = labelled(*CHEST_CT, ("CT",), 2)
+    plain = make_plan(fingerprint, PROFILES["cuda"], 4.0, "mambaclinix", "ce-dice-trs")
+    recomputed = make_plan(fingerprint, PROFILES["cuda"], 4.0, "mambaclinix", "ce-dice-trs", checkpointing=True)
+    assert recomputed.network["checkpointing"] and not plain.network["checkpointing"]
+    assert recomputed.memory_estimate_gb <= 4.0
+    assert math.prod(recomputed.patch_size) * recomputed.batch_size > math.prod(plain.patch_size) * plain.batch_size
