@@ -30,7 +30,8 @@ peak resident set and ``clinix.infer.memory``'s estimate of it. The baseline, in
 target spacing, no CPU coarsening) in fp32, without TTA (with TTA it takes about 15 minutes per case);
 its TTA time is estimated from the TTA/no-TTA ratio of fp32.
 
-    python bench/predict.py [--quick] [--ct] [--device cpu|cuda|mps|auto] [--threads N]
+    python bench/predict.py [--quick] [--ct [--ct-variants ct_fp32,ct_bf16_tta,...]] [--device cpu|cuda|mps|auto]
+                            [--threads N]
 """
 
 from __future__ import annotations
@@ -180,16 +181,18 @@ def run_ct_variant(root: Path, variant: str, device: str) -> dict[str, Any]:
 def ct_ratios(results: dict[str, Any]) -> dict[str, float]:
     """Speed-ups against the baseline and of bf16 over fp32; the baseline's TTA time is estimated."""
     seconds = {name: mean(result["seconds_per_case"]) for name, result in results.items()}
-    tta_factor = seconds["ct_fp32_tta"] / seconds["ct_fp32"]
-    out = {
-        "fp32_tta_over_no_tta": tta_factor,
-        "bf16_speedup_no_tta": seconds["ct_fp32"] / seconds["ct_bf16"],
-        "bf16_speedup_tta": seconds["ct_fp32_tta"] / seconds["ct_bf16_tta"],
-        "baseline_over_fp32_no_tta": seconds["ct_baseline"] / seconds["ct_fp32"],
-        "baseline_over_bf16_no_tta": seconds["ct_baseline"] / seconds["ct_bf16"],
-        "baseline_tta_seconds_estimate": seconds["ct_baseline"] * tta_factor,
-        "bf16_tta_seconds_per_case": seconds["ct_bf16_tta"],
+    formulas = {  # each needs the variants it names (--ct-variants may leave some out)
+        "fp32_tta_over_no_tta": ("ct_fp32_tta", "ct_fp32"),
+        "bf16_speedup_no_tta": ("ct_fp32", "ct_bf16"),
+        "bf16_speedup_tta": ("ct_fp32_tta", "ct_bf16_tta"),
+        "baseline_over_fp32_no_tta": ("ct_baseline", "ct_fp32"),
+        "baseline_over_bf16_no_tta": ("ct_baseline", "ct_bf16"),
     }
+    out = {key: seconds[a] / seconds[b] for key, (a, b) in formulas.items() if a in seconds and b in seconds}
+    if {"ct_baseline", "ct_fp32_tta", "ct_fp32"} <= set(seconds):
+        out["baseline_tta_seconds_estimate"] = seconds["ct_baseline"] * out["fp32_tta_over_no_tta"]
+    if "ct_bf16_tta" in seconds:
+        out["bf16_tta_seconds_per_case"] = seconds["ct_bf16_tta"]
     return {key: round(value, 3) for key, value in out.items()}
 
 
@@ -293,13 +296,13 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return {key: round(value, 6) for key, value in out.items()}
 
 
-def ct_report(common: list[str]) -> dict[str, Any]:
+def ct_report(common: list[str], variants: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         report: dict[str, Any] = {"device": common[1], "torch_threads": torch.get_num_threads(), **setup_ct(root)}
         report["memory"] = "VmHWM (kernel peak RSS) reset before the timed part, one fresh process per variant"
         results: dict[str, Any] = {}
-        for variant in CT_VARIANTS:
+        for variant in variants:
             results[variant] = run_in_subprocess("--variant", variant, "--work", str(root), *common)
             print(f"{variant}: {json.dumps(results[variant])}", file=sys.stderr, flush=True)
         report["results"] = results
@@ -315,6 +318,9 @@ def main() -> None:
     parser.add_argument("--ct", action="store_true", help="the CT-sized lesion phantom, per stage, fp32 vs bf16")
     parser.add_argument(
         "--variant", choices=PHANTOM_VARIANTS + ACCUMULATE_VARIANTS + CT_VARIANTS, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--ct-variants", default=",".join(CT_VARIANTS), help="with --ct: the variants to run (the baseline is slow)"
     )
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -332,7 +338,11 @@ def main() -> None:
     common = ["--device", args.device, *(["--quick"] if args.quick else [])]
     common += ["--threads", str(args.threads)] if args.threads else []
     if args.ct:
-        print(json.dumps(ct_report(common), indent=2))
+        variants = args.ct_variants.split(",")
+        unknown = sorted(set(variants) - set(CT_VARIANTS))
+        if unknown:
+            parser.error(f"unknown --ct-variants {unknown}; choose from {', '.join(CT_VARIANTS)}")
+        print(json.dumps(ct_report(common, variants), indent=2))
         return
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

@@ -100,9 +100,10 @@ def test_decoder_level_convolves_before_upsampling_with_the_released_result() ->
     torch.testing.assert_close(level(x, skip), released, rtol=1e-5, atol=1e-5)
 
 
-def _tiny(arch: str) -> nn.Module:
+def _tiny(arch: str, features: tuple[int, ...] = (32, 32, 32, 32)) -> nn.Module:
+    """A 4-stage network, wide enough (32 first-stage features) to run channels-last on the CPU."""
     torch.manual_seed(2)
-    config = config_for_arch(arch, 2, 3, [8, 16, 32, 32], [(3, 3, 3)] * 4, [(1, 1, 1)] + [(2, 2, 2)] * 3)
+    config = config_for_arch(arch, 2, 3, list(features), [(3, 3, 3)] * 4, [(1, 1, 1)] + [(2, 2, 2)] * 3)
     return build_network(arch, config)
 
 
@@ -113,7 +114,7 @@ def test_network_on_cpu_runs_channels_last_with_the_channels_first_outputs_and_g
     network = _tiny(arch)
     assert network.encoder.stem[0].weight.is_contiguous(memory_format=CL)
     with monkeypatch.context() as patched:  # the channels-first path: every layer takes PyTorch's kernels
-        patched.setattr(network_module, "memory_format_for", lambda device: torch.contiguous_format)
+        patched.setattr(network_module, "memory_format_for", lambda device, features: torch.contiguous_format)
         reference = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
         x = torch.randn(2, 2, 8, 16, 16)
         torch.manual_seed(3)  # the same drop-path draws in both runs
@@ -137,6 +138,16 @@ def assert_gradients_close(network: nn.Module, reference: nn.Module) -> None:
         assert difference <= 1e-4 * size + 1e-5 * largest, f"{name}: |Δg| {difference:.3g} for |g| {size:.3g}"
 
 
+def test_thin_networks_stay_channels_first_on_the_cpu() -> None:
+    thin = _tiny("mambaclinix", (8, 16, 32, 32))
+    assert thin.memory_format_on(torch.device("cpu")) == torch.contiguous_format
+    assert thin.encoder.stem[0].weight.is_contiguous()
+    assert not is_channels_last(thin(torch.randn(1, 2, 8, 16, 16))[0])
+    wide = _tiny("mambaclinix")
+    assert wide.memory_format_on(torch.device("cpu")) == CL
+    assert wide.memory_format_on(torch.device("cuda")) == torch.contiguous_format
+
+
 def test_a_channels_last_checkpoint_loads_into_a_channels_first_network() -> None:
     network = _tiny("mambaclinix").eval()
     reference = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
@@ -150,7 +161,7 @@ def test_a_channels_last_checkpoint_loads_into_a_channels_first_network() -> Non
 
 @pytest.mark.parametrize("arch", ["mambaclinix", "resunet"])
 def test_checkpointing_gives_the_gradients_of_a_plain_step_bit_for_bit(arch: str) -> None:
-    network = _tiny(arch).train()  # drop path on: the replayed RNG must draw the same masks
+    network = _tiny(arch, (8, 16, 32, 32)).train()  # drop path on: the replayed RNG must draw the same masks
     reference = copy.deepcopy(network)
     network.checkpointing = True
     assert network.encoder.checkpointing and network.decoder.checkpointing
