@@ -169,7 +169,7 @@ def build_run(
     network = build_network(plan.arch, config).place(device)
     weights = deep_supervision_weights(network.config.num_stages - 1)
     resumed = checkpoint.get("precision") if checkpoint else None
-    amp_dtype = training_precision(options.precision, device, resumed, config.features[0])
+    amp_dtype = training_precision(options.precision, device, resumed)
     run = Run(
         plan=plan,
         fold=fold,
@@ -199,28 +199,16 @@ def build_run(
     return run
 
 
-# bench/efficiency.py: a bf16 training step is 1.68-1.72x faster for 32..320 features, 1.15x for the CPU
-# plan's 8..128, and a whole epoch of the demo's thin network was slower (52 s against 46 s per epoch)
-BF16_TRAINING_MIN_FEATURES = 32
-
-
-def training_precision(
-    requested: str, device: torch.device, resumed: str | None = None, first_features: int | None = None
-) -> torch.dtype | None:
+def training_precision(requested: str, device: torch.device, resumed: str | None = None) -> torch.dtype | None:
     """The autocast dtype of the forward passes (``clinix.device.resolve_precision`` for training).
 
     ``auto`` on a resumed run keeps the precision it was trained in (``resumed``, the checkpoint's), so a
     resume is exact even where the self-check would now decide otherwise; where that precision is not
-    available any more (another machine), ``auto`` decides afresh. On a CPU, ``auto`` keeps float32 for
-    networks whose first stage is narrower than ``BF16_TRAINING_MIN_FEATURES`` (``first_features``): bf16
-    does not pay there.
+    available any more (another machine), ``auto`` decides afresh.
     """
     if requested == "auto" and resumed in ("fp32", "bf16"):
         with contextlib.suppress(ClinixError):
             return resolve_precision(resumed, device, training=True)
-    thin = first_features is not None and first_features < BF16_TRAINING_MIN_FEATURES
-    if requested == "auto" and device.type == "cpu" and thin:
-        return None
     return resolve_precision(requested, device, training=True)
 
 

@@ -38,13 +38,6 @@ def test_auto_trains_in_bf16_only_where_the_self_check_finds_it_faster(monkeypat
         training_precision("bf16", CPU)
 
 
-def test_auto_keeps_float32_for_thin_cpu_networks(monkeypatch: pytest.MonkeyPatch) -> None:
-    pretend_cpu(monkeypatch, has_bf16=True, speedup=2.0)
-    assert training_precision("auto", CPU, first_features=8) is None  # bf16 does not pay at 8..128
-    assert training_precision("auto", CPU, first_features=32) is torch.bfloat16
-    assert training_precision("bf16", CPU, first_features=8) is torch.bfloat16  # asked for: as asked
-
-
 def test_auto_keeps_a_resumed_run_s_precision_where_it_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend_cpu(monkeypatch, has_bf16=True, speedup=1.1)  # auto alone would say fp32 now
     assert training_precision("auto", CPU, resumed="bf16") is torch.bfloat16
