@@ -16,17 +16,14 @@ gradient scaler; on MPS float32.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-from clinix.cache import cache_dir, machine_identity
+from clinix.cache import machine_key, read_store, write_store
 from clinix.errors import ClinixError
-from clinix.io.atomic import atomic_write
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -64,19 +61,12 @@ def cpu_bf16_speedup(training: bool = False) -> float:
     """
     if not training:
         return _measure_bf16_speedup(training=False)
-    path = cache_dir() / BF16_TRAINING_FILE
-    key = hashlib.sha256(f"{machine_identity()}\ntorch {torch.__version__}".encode()).hexdigest()[:20]
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
+    key, known = machine_key(), read_store(BF16_TRAINING_FILE)
     if isinstance(known.get(key), int | float):
         return float(known[key])
     known[key] = speedup = _measure_bf16_speedup(training=True)
     with contextlib.suppress(OSError):  # a read-only home: measured again next time
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=2) + "\n"))
+        write_store(BF16_TRAINING_FILE, known)
     return speedup
 
 

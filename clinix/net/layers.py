@@ -2,12 +2,13 @@
 the channels-first LayerNorm, nearest upsampling, DropPath (stochastic depth) and He initialisation
 (SPEC §4.1).
 
-On the CPU the network runs in the channels-last 3D memory format (``ClinixUNet.forward``): oneDNN's
-convolutions are 1.3–1.8× faster on it (10× for the depthwise ones), and the LayerNorm and the Mamba
-layer's tokens become views instead of copies. The layers here keep that format: ``InstanceNorm3d``
-normalises a channels-last input without the layout round trip of PyTorch's instance-norm kernel and
-``upsample_nearest`` replicates voxels in place of ``F.interpolate``, which is slow on it. A
-channels-first input takes PyTorch's own paths, bit for bit as before.
+On the CPU a network of 32 first-stage features or more runs in the channels-last 3D memory format
+(``clinix.net.network.memory_format_for``): oneDNN's convolutions are 1.3–1.8× faster on it (10× for the
+depthwise ones), and the LayerNorm and the Mamba layer's tokens become views instead of copies. The
+layers here keep that format: ``InstanceNorm3d`` normalises a channels-last input without the layout
+round trip of PyTorch's instance-norm kernel and ``upsample_nearest`` replicates voxels in place of
+``F.interpolate``, which is slow on it. A channels-first input takes PyTorch's own paths, bit for bit as
+before.
 """
 
 from __future__ import annotations

@@ -15,16 +15,12 @@ again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
-from pathlib import Path
 
 import torch
 
-from clinix.cache import cache_dir, machine_identity
-from clinix.io.atomic import atomic_write
+from clinix.cache import machine_key, read_store, write_store
 from clinix.net.network import NetworkConfig
 from clinix.net.registry import build_network, config_for_arch
 from clinix.plan.topology import pool_and_kernel_topology
@@ -40,28 +36,14 @@ ASSUMED_CPU_FLOPS = 60e9  # the speed make_plan assumes when none was measured (
 
 def cpu_training_flops(arch: str, recalibrate: bool = False) -> float:
     """Effective FLOP/s of training steps of ``arch`` on this CPU (cached; module docstring)."""
-    key = _key(arch)
-    path = cache_dir() / SPEED_FILE
-    known = _read(path)
+    key = machine_key(f"threads {torch.get_num_threads()}", arch)
+    known = read_store(SPEED_FILE)
     if not recalibrate and key in known:
         return float(known[key]["flops_per_second"])
     flops, seconds = _measure(arch)
     known[key] = {"flops_per_second": flops, "step_seconds": seconds, "measured": time.strftime("%Y-%m-%d")}
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=2) + "\n"))
+    write_store(SPEED_FILE, known)
     return flops
-
-
-def _key(arch: str) -> str:
-    identity = f"{machine_identity()}\ntorch {torch.__version__}\nthreads {torch.get_num_threads()}\n{arch}"
-    return hashlib.sha256(identity.encode()).hexdigest()[:20]
-
-
-def _read(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
 
 
 def _measure(arch: str) -> tuple[float, float]:
